@@ -1,0 +1,219 @@
+"""Run configuration: nested dataclasses <-> YAML, with command-line overrides.
+
+Every key a run can take is a dataclass field, so a typo is caught before any work starts and
+the error names the keys that would have been valid. The resolved config is written to the run
+directory so a run can be reproduced from it alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from lmprobe.errors import LmprobeError
+
+
+@dataclass
+class ModelConfig:
+    """A GPT-2 architecture (transformers.GPT2Config); vocab size comes from the tokenizer."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    init_from: str | None = None  # a save_pretrained folder (ours or any GPT-2) to start from
+
+
+@dataclass
+class DataConfig:
+    """Where tokens come from and how they are cut into blocks."""
+
+    source: str = "sample"  # "sample", "openwebtext", or a local .txt/.jsonl file or folder
+    tokenizer: str = "bpe-8192"  # "gpt2", "bpe-<N>" (trained on the source), or a folder
+    block_size: int = 128
+    val_fraction: float = 0.05
+    max_tokens: int | None = None  # cap on tokens read (needed for streamed corpora)
+    cache_dir: str | None = None  # default: $LMPROBE_CACHE or ~/.cache/lmprobe
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    name: "adamw", "sgd" (heavy-ball momentum) or "gd" (full-batch gradient descent on a fixed
+    subset of `gd_batches` batches, accumulated, as in the edge-of-stability experiments).
+    """
+
+    name: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    momentum: float = 0.0
+    grad_clip: float | None = 1.0
+    schedule: str = "cosine"  # "cosine" (with linear warmup) or "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    gd_batches: int = 8
+
+
+@dataclass
+class TrainConfig:
+    """Loop lengths and cadences, in optimiser steps."""
+
+    steps: int = 1000
+    batch_size: int = 32  # global batch (sequences or images), split across processes
+    grad_accum: int = 1
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 8
+    checkpoint_every: int = 200
+    keep_checkpoints: int | None = None  # None keeps all (mining reads their neighbours)
+    seed: int = 0
+
+
+@dataclass
+class TraceConfig:
+    """The fixed probe set whose per-example losses are recorded during training."""
+
+    every: int = 10  # record every k steps (0 disables the trace)
+    n_sequences: int = 64  # probe sequences drawn from the validation split
+    positions_per_sequence: int | None = None  # None: every position of each sequence
+    batch_size: int = 64
+    dtype: str = "float32"  # "float32" or "float16"
+
+
+@dataclass
+class SharpnessConfig:
+    """Top Hessian eigenvalue logged during training (0 disables)."""
+
+    every: int = 0
+    k: int = 1
+    n_batches: int = 1
+    batch_size: int = 8
+    block: str | None = None  # parameter-name block, e.g. "wte" or "transformer.h.0"
+    max_iter: int = 20
+    tol: float = 1e-3
+
+
+@dataclass
+class LMConfig:
+    """Everything `cli/train_lm.py` needs."""
+
+    name: str | None = None  # run name under out_dir; default: <config stem>-<timestamp>
+    out_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
+
+
+C = TypeVar("C")
+
+_CHOICES = {
+    "optim.name": ("adamw", "sgd", "gd"),
+    "optim.schedule": ("cosine", "constant"),
+    "trace.dtype": ("float32", "float16"),
+}
+
+
+def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and ill-typed values."""
+    if not isinstance(data, dict):
+        raise LmprobeError(f"config section '{prefix or '<top>'}' must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f" in '{prefix.rstrip('.')}'" if prefix else ""
+        raise LmprobeError(
+            f"unknown config key '{prefix}{unknown[0]}'{where}; valid keys: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value if value is not None else {}, key + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(a for a in options if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-4" as a string
+            value = float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise LmprobeError(
+            f"config key '{key}' expects {hint.__name__}, got {value!r}; fix the YAML or the override"
+        )
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise LmprobeError(
+            f"config key '{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}"
+        )
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'optim.lr=1e-3' -> (['optim', 'lr'], 0.001); the value is read as YAML."""
+    if "=" not in text:
+        raise LmprobeError(f"override '{text}' must look like key.sub=value, e.g. optim.lr=1e-3")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LmprobeError(f"override '{text}': '{part}' is not a config section")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(
+    cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None
+) -> C:
+    """Defaults <- YAML file <- `key=value` overrides, validated into `cls`."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise LmprobeError(f"config file {path} does not exist; see configs/ for examples")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise LmprobeError(f"config file {path} is not valid YAML{where}") from None
+    apply_overrides(data, overrides or [])
+    return from_dict(cls, data)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,124 @@
+"""The probe-loss trace: one row of per-example losses per recorded training step.
+
+Layout (run_dir/trace/):
+  meta.json    {"n_examples": N, "dtype": "float32" | "float16"}
+  losses.bin   raw rows of N values, appended, row-major: np.memmap-able as [rows, N]
+  steps.bin    int64 training step of each row
+
+Rows are appended with a plain write + flush, losses first and the step last, so the step file
+never claims a row that is not fully on disk. A reader trusts only rows that are complete in
+both files, so a trace cut short by a kill stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmprobe.errors import LmprobeError
+
+STEP_DTYPE = np.dtype("<i8")
+
+
+@dataclass
+class Trace:
+    """A memory-mapped view of the complete rows of a trace."""
+
+    steps: np.ndarray  # int64 [rows]
+    losses: np.ndarray  # [rows, n_examples], memory-mapped
+    incomplete: bool  # True when a partial row was found (and ignored)
+
+    @property
+    def n_records(self) -> int:
+        return len(self.steps)
+
+    @property
+    def n_examples(self) -> int:
+        return self.losses.shape[1]
+
+
+class TraceWriter:
+    """Appends rows to run_dir/trace; `truncate_after` rewinds it for a resumed run."""
+
+    def __init__(self, trace_dir: str | Path, n_examples: int, dtype: str = "float32"):
+        self.dir = Path(trace_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.n_examples = n_examples
+        meta_path = self.dir / "meta.json"
+        meta = {"n_examples": n_examples, "dtype": np.dtype(dtype).name}
+        if meta_path.exists():
+            found = json.loads(meta_path.read_text())
+            if found != meta:
+                raise LmprobeError(f"trace in {self.dir} was written as {found}, not {meta}")
+        else:
+            meta_path.write_text(json.dumps(meta))
+        self.losses_path = self.dir / "losses.bin"
+        self.steps_path = self.dir / "steps.bin"
+        self.losses_path.touch()
+        self.steps_path.touch()
+
+    def append(self, step: int, losses: np.ndarray) -> None:
+        row = np.asarray(losses, dtype=self.dtype).reshape(-1)
+        if row.size != self.n_examples:
+            raise ValueError(f"trace row has {row.size} values, expected {self.n_examples}")
+        with open(self.losses_path, "ab") as f:
+            f.write(row.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        with open(self.steps_path, "ab") as f:
+            f.write(np.array([step], dtype=STEP_DTYPE).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_before(self, step: int) -> int:
+        """Drop every row recorded at `step` or later (and any partial row); return rows kept."""
+        steps = _read_steps(self.steps_path)
+        row_bytes = self.n_examples * self.dtype.itemsize
+        complete = min(len(steps), os.path.getsize(self.losses_path) // row_bytes)
+        keep = int(np.searchsorted(steps[:complete], step, side="left"))
+        with open(self.losses_path, "r+b") as f:
+            f.truncate(keep * row_bytes)
+        with open(self.steps_path, "r+b") as f:
+            f.truncate(keep * STEP_DTYPE.itemsize)
+        return keep
+
+
+def _read_steps(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    usable = len(raw) - len(raw) % STEP_DTYPE.itemsize
+    return np.frombuffer(raw[:usable], dtype=STEP_DTYPE)
+
+
+def has_trace(run_dir: str | Path) -> bool:
+    trace_dir = Path(run_dir) / "trace"
+    return (trace_dir / "meta.json").is_file() and (trace_dir / "steps.bin").stat().st_size > 0
+
+
+def read_trace(run_dir: str | Path) -> Trace:
+    """Memory-map the complete rows of run_dir/trace."""
+    trace_dir = Path(run_dir) / "trace"
+    meta_path = trace_dir / "meta.json"
+    if not meta_path.is_file():
+        raise LmprobeError(f"{run_dir} has no trace (trace/meta.json missing)")
+    meta = json.loads(meta_path.read_text())
+    n, dtype = int(meta["n_examples"]), np.dtype(meta["dtype"]).newbyteorder("<")
+    steps_path, losses_path = trace_dir / "steps.bin", trace_dir / "losses.bin"
+    steps = _read_steps(steps_path)
+    size = losses_path.stat().st_size if losses_path.exists() else 0
+    rows_on_disk = size // (n * dtype.itemsize)
+    rows = min(len(steps), rows_on_disk)
+    incomplete = (
+        size % (n * dtype.itemsize) != 0
+        or steps_path.stat().st_size % STEP_DTYPE.itemsize != 0
+        or len(steps) != rows_on_disk
+    )
+    if rows == 0:
+        losses = np.zeros((0, n), dtype=dtype)
+    else:
+        losses = np.memmap(losses_path, dtype=dtype, mode="r", shape=(rows, n))
+    return Trace(steps=np.array(steps[:rows]), losses=losses, incomplete=incomplete)
