@@ -1,0 +1,268 @@
+"""The one training loop: Accelerate for devices and processes, generic over a Task.
+
+Each optimiser step s trains on the global batch `StepSampler.global_batch(s, ...)`; every
+process takes its slice and DDP averages the gradients, so 1 and N processes follow the same
+trajectory. The probe trace at step s is recorded *before* update s+1, so row s describes the
+parameters after s updates. Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfig
+from lmprobe.errors import LmprobeError
+from lmprobe.trace import TraceWriter
+from lmprobe.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from lmprobe.train.metrics_log import MetricsLog
+from lmprobe.train.optim import build_optimizer, learning_rate, set_learning_rate
+from lmprobe.train.sampler import StepSampler, shard
+from lmprobe.train.task import Task
+
+
+@dataclass
+class LoopConfig:
+    """The config sections the loop reads (the LM and vision configs both carry them)."""
+
+    optim: OptimConfig
+    train: TrainConfig
+    trace: TraceConfig
+    sharpness: SharpnessConfig
+
+
+class Trainer:
+    def __init__(self, task: Task, cfg: LoopConfig, run_dir: Path, accelerator: Accelerator,
+                 console: Console | None = None, show_progress: bool = True):
+        self.task, self.cfg, self.run_dir, self.acc = task, cfg, Path(run_dir), accelerator
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress and accelerator.is_main_process
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.full_batch = cfg.optim.name == "gd"
+        self.n_micro = cfg.optim.gd_batches if self.full_batch else cfg.train.grad_accum
+        world = accelerator.num_processes
+        if cfg.train.batch_size % world:
+            raise LmprobeError(
+                f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes"
+            )
+        self.sampler = StepSampler(
+            task.n_train(), cfg.train.batch_size, cfg.train.seed,
+            full_batch=cfg.train.batch_size * self.n_micro if self.full_batch else None,
+        )
+        self.trace_writer: TraceWriter | None = None
+        self.sharpness_fn: Callable[[torch.nn.Module, int, float], dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------------ setup / resume
+    def _build(self, resume: bool) -> int:
+        set_seed(self.cfg.train.seed)
+        start_step, state, ckpt = 0, None, None
+        if resume:
+            found = latest_checkpoint(self.run_dir)
+            if found is not None:
+                start_step, ckpt = found
+                state = load_training_state(ckpt)
+        model = self.task.build_model() if ckpt is None else self._load_model(ckpt)
+        optimizer = build_optimizer(model, self.cfg.optim)
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            rng = state["rng"][self.acc.process_index % len(state["rng"])]
+            torch.set_rng_state(rng)
+        if self.acc.is_main_process:
+            self.metrics.truncate_after(start_step)
+            if self.cfg.trace.every:
+                self.trace_writer = TraceWriter(
+                    self.run_dir / "trace", self.task.n_probe_examples(), self.cfg.trace.dtype
+                )
+                self.trace_writer.truncate_before(start_step)
+        return start_step
+
+    def _load_model(self, ckpt: Path) -> torch.nn.Module:
+        model = self.task.build_model()
+        loaded = type(model).from_pretrained(ckpt, local_files_only=True)
+        return loaded
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        step = self._build(resume)
+        total = self.cfg.train.steps
+        tcfg = self.cfg.train
+        units_per_step = self.cfg.train.batch_size * self.n_micro * self.task.units_per_example()
+        last: dict[str, Any] = {}
+        progress = self._progress()
+        with progress:
+            bar = progress.add_task("train", total=total, completed=step, loss=float("nan"),
+                                    lr=0.0, rate=0.0, unit=self.task.unit)
+            train_seconds, units_since = 0.0, 0
+            while step < total:
+                if self._due(step, self.cfg.trace.every):
+                    self.record_trace(step)
+                lr = learning_rate(step, self.cfg.optim, tcfg)
+                set_learning_rate(self.optimizer, lr)
+                started = time.perf_counter()
+                loss = self._train_step(step)
+                if not math.isfinite(loss):
+                    self._stop_on_nonfinite(step, loss)
+                grad_norm = self._clip_and_step()
+                train_seconds += time.perf_counter() - started
+                step += 1
+                units_since += units_per_step
+                record: dict[str, Any] = {}
+                if self._due(step, tcfg.log_every) or step == total:
+                    rate = units_since / max(train_seconds, 1e-9)
+                    record.update(loss=loss, lr=lr, grad_norm=grad_norm,
+                                  **{f"{self.task.unit}_per_s": rate})
+                    train_seconds, units_since = 0.0, 0
+                    progress.update(bar, loss=loss, lr=lr, rate=rate)
+                if self._due(step, tcfg.eval_every) or step == total:
+                    record.update(self.evaluate())
+                if self._due(step, self.cfg.sharpness.every) and self.sharpness_fn is not None:
+                    record.update(self.sharpness_fn(self.acc.unwrap_model(self.model), step, lr))
+                if record:
+                    last.update(record, step=step)
+                    if self.acc.is_main_process:
+                        self.metrics.write({"step": step, **record})
+                if self._due(step, tcfg.checkpoint_every) or step == total:
+                    self.save(step)
+                progress.update(bar, completed=step)
+        if self._due(total, self.cfg.trace.every):
+            self.record_trace(total)
+        self.acc.wait_for_everyone()
+        return last
+
+    @staticmethod
+    def _due(step: int, every: int | None) -> bool:
+        return bool(every) and step % every == 0
+
+    def _train_step(self, step: int) -> float:
+        self.model.train()
+        total = torch.zeros((), dtype=torch.float64, device=self.acc.device)
+        for micro in range(self.n_micro):
+            indices = shard(self.sampler.global_batch(step, micro, self.n_micro),
+                            self.acc.process_index, self.acc.num_processes)
+            batch = self._to_device(self.task.train_batch(indices))
+            last = micro == self.n_micro - 1
+            sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
+            with sync:
+                loss = self.task.loss(self.model, batch)
+                self.acc.backward(loss / self.n_micro)
+            total += loss.detach().double()
+        mean = self.acc.reduce(total / self.n_micro, reduction="mean")
+        return float(mean)
+
+    def _clip_and_step(self) -> float | None:
+        grad_norm = None
+        if self.cfg.optim.grad_clip:
+            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.acc.device) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.inference_mode()
+    def _sharded_losses(self, n_batches: int, batch_fn: Callable[[int], dict], loss_fn) -> np.ndarray | None:
+        """Evaluate batches round-robin over processes; the main process gets them in order."""
+        model = self.acc.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        mine = []
+        for b in range(self.acc.process_index, n_batches, self.acc.num_processes):
+            losses = loss_fn(model, self._to_device(batch_fn(b)))
+            mine.append((b, losses.float().cpu().numpy().ravel()))
+        model.train(was_training)
+        gathered = gather_object(mine) if self.acc.num_processes > 1 else mine
+        if not self.acc.is_main_process:
+            return None
+        gathered = sorted(gathered, key=lambda item: item[0])
+        return np.concatenate([losses for _, losses in gathered]) if gathered else np.zeros(0)
+
+    def record_trace(self, step: int) -> None:
+        bs = self.cfg.trace.batch_size
+        row = self._sharded_losses(
+            self.task.n_probe_batches(bs),
+            lambda b: self.task.probe_batch(b, bs),
+            self.task.probe_losses,
+        )
+        if row is not None and self.trace_writer is not None:
+            self.trace_writer.append(step, row)
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and perplexity over a fixed prefix of the validation split."""
+        bs = self.cfg.train.batch_size
+        n_examples = min(self.task.n_val(), self.cfg.train.eval_batches * bs)
+        n_batches = -(-n_examples // bs)
+        nll = self._sharded_losses(
+            n_batches,
+            lambda b: self.task.val_batch(np.arange(b * bs, min((b + 1) * bs, n_examples))),
+            self.task.example_losses,
+        )
+        if nll is None:
+            return {}
+        from lmprobe.metrics import perplexity
+
+        result = perplexity(nll)
+        return {"val_loss": result["loss"], "val_ppl": result["perplexity"]}
+
+    # ------------------------------------------------------------------ saving
+    def save(self, step: int) -> Path | None:
+        rng = gather_object([torch.get_rng_state()]) if self.acc.num_processes > 1 else [torch.get_rng_state()]
+        if not self.acc.is_main_process:
+            return None
+        model = self.acc.unwrap_model(self.model)
+        state = {"optimizer": self.optimizer.state_dict(), "rng": rng, "step": step}
+        path = save_checkpoint(
+            self.run_dir, step, lambda folder: self.task.save_pretrained(model, folder), state,
+            info={"run_dir": "../..", "optimizer": self.cfg.optim.name, "lr": learning_rate(
+                max(step - 1, 0), self.cfg.optim, self.cfg.train)},
+            keep=self.cfg.train.keep_checkpoints,
+        )
+        return path
+
+    def _stop_on_nonfinite(self, step: int, loss: float) -> None:
+        """Keep the last finite state, record the event, and stop with a one-line error."""
+        model = self.acc.unwrap_model(self.model)
+        params_ok = all(torch.isfinite(p).all() for p in model.parameters())
+        self.optimizer.zero_grad(set_to_none=True)
+        if params_ok:
+            self.save(step)
+        if self.acc.is_main_process:
+            self.metrics.write({"step": step, "loss": None, "stopped": f"non-finite loss ({loss})"})
+        found = latest_checkpoint(self.run_dir)
+        where = f"checkpoint {found[1].name} holds the last finite state" if found else "no checkpoint was saved yet"
+        raise LmprobeError(
+            f"training loss became {loss} at step {step + 1}; stopped, {where}; "
+            f"lower optim.lr (or add optim.warmup_steps) and rerun with --resume"
+        )
+
+    # ------------------------------------------------------------------ display
+    def _progress(self) -> "Progress | _NullProgress":
+        if not self.show_progress:
+            return _NullProgress()
+        return Progress(
+            TextColumn("[bold]step[/] {task.completed}/{task.total}"), BarColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("lr {task.fields[lr]:.2e}"),
+            TextColumn("{task.fields[rate]:,.0f} {task.fields[unit]}/s"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
+        )
+
+
+class _NullProgress(contextlib.nullcontext):
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def update(self, *args, **kwargs) -> None:
+        pass
