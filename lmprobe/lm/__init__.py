@@ -1,0 +1,1 @@
+"""The language-model side: GPT-2-style models on token blocks."""
