@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 TOKENS_CACHE_VERSION = 1
-_ENCODE_BATCH = 256
+_BATCH_DOCUMENTS = 256
+_BATCH_CHARACTERS = 1_000_000  # small batches keep a token cap from encoding far past it
 
 
 @dataclass
@@ -206,11 +207,14 @@ def _encoded(docs: Iterable[str], tokenizer: PreTrainedTokenizerBase) -> Iterato
         backend.no_truncation()
         backend.no_padding()
     batch: list[str] = []
+    chars = 0
     for doc in docs:
         batch.append(doc)
-        if len(batch) == _ENCODE_BATCH:
+        chars += len(doc)
+        if len(batch) == _BATCH_DOCUMENTS or chars >= _BATCH_CHARACTERS:
             yield from _encode_batch(batch, tokenizer, backend)
             batch = []
+            chars = 0
     if batch:
         yield from _encode_batch(batch, tokenizer, backend)
 
