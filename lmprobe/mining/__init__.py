@@ -1,0 +1,66 @@
+"""Mining a probe-loss trace for opposing signals — domain-agnostic.
+
+Input: a loss matrix [records x examples] (often an np.memmap of run_dir/trace), the
+training step of each record, and integer keys per example (text: "target" = next token,
+"feature" = last context token, optionally "feature2"; vision: class label and a cluster id).
+The miner never sees tokens or images; `lmprobe.report.mining_table` turns indices back into
+text through a `describe` callable.
+
+What `mine(...)` returns (`MiningResult`):
+
+* movers — per recorded interval, the examples whose loss rose most and fell most (the
+  paper's criterion), and over the window each example's largest single-interval rise/fall;
+* histogram — the distribution of all per-example loss changes in the window;
+* groups — examples grouped by `by` ("target", "feature-target", ...), each with size,
+  members and mean loss per record; groups below `min_size` are dropped;
+* pairs — opposing pairs: groups agreeing on every key but "target" whose per-interval mean
+  loss changes are significantly anti-correlated once the global trend is regressed out;
+* clusters — beyond the paper: k-means on the detrended change trajectories of the top
+  movers, each cluster described by its most enriched key values, plus opposing cluster pairs.
+
+Detrending: each series of changes is regressed on the global mean change (all kept
+examples) with an intercept, and the residual is used. Subtracting the global change instead
+would make a fast learner and a slow learner look anti-correlated. For the test (not for the
+score) intervals are standardised by the cross-sectional spread of the changes (weighted least
+squares), since early training moves every loss far more than late training, and residuals
+are winsorised at 4 robust standard deviations against heavy-tailed single-example jumps.
+
+Score of a pair: sqrt(-cov(x_a, x_b)) of the two residual series — the geometric mean of the
+two groups' shared, opposed swing amplitudes, in loss units per interval. Members' own noise
+does not inflate it (it does inflate each group's std, the reported `amp`).
+
+Significance: r = correlation of the standardised residuals (reported as `corr`),
+z = atanh(r) * sqrt((n - 4) / v), n = intervals, v = Bartlett's variance factor
+1 + 2 * sum_k acf_a(k) acf_b(k) (>= 1), which corrects for autocorrelated changes (i.i.d.
+noise in recorded losses gives lag-1 autocorrelation -0.5 in their changes). A pair is kept
+when z < Phi^-1(alpha / n_tested) (one-sided, Bonferroni over every candidate pair), so pure
+noise yields no pair with probability about 1 - alpha. Groups need >= min_size members and the
+window >= 8 intervals. Cluster pairs use the same rule on intervals held out from k-means.
+
+Streaming: one pass over row blocks (whole rows when they fit in `chunk_cells`, column
+chunks otherwise), overlapping by one row, accumulating group sums, top-k movers, histogram
+counts and per-example sums; clustering re-reads only its candidate columns. Memory is
+O(chunk_cells + examples + records x groups), never the matrix. Examples with a non-finite
+loss in the window are skipped with a warning (the pass is redone without them).
+
+Swings: intervals where both residual series move by more than one std, in opposite
+directions.
+"""
+
+from lmprobe.mining.clusters import Cluster, ClusterPair, Clusters, Enrichment, cluster_movers
+from lmprobe.mining.groups import Group, GroupIndex, group_examples
+from lmprobe.mining.histogram import Histogram
+from lmprobe.mining.inputs import TraceWindow, parse_by, select_window, validate_keys
+from lmprobe.mining.mine import mine
+from lmprobe.mining.movers import Movers
+from lmprobe.mining.opposing import OpposingPair, PairTest, Swing, find_opposing_pairs
+from lmprobe.mining.result import MiningResult
+from lmprobe.mining.stats import regress_out
+from lmprobe.mining.stream import TraceScan, scan_trace
+
+__all__ = [
+    "Cluster", "ClusterPair", "Clusters", "Enrichment", "Group", "GroupIndex", "Histogram",
+    "MiningResult", "Movers", "OpposingPair", "PairTest", "Swing", "TraceScan", "TraceWindow",
+    "cluster_movers", "find_opposing_pairs", "group_examples", "mine", "parse_by",
+    "regress_out", "scan_trace", "select_window", "validate_keys",
+]

@@ -1,0 +1,325 @@
+"""Groups that no key names: clusters of examples whose detrended loss changes move together.
+
+1. Candidates: the `cluster_top` examples with the largest idiosyncratic movement — the std of
+   their per-interval loss change after regressing out the global mean change — computed from
+   sums gathered in the streaming pass, so only these columns are ever read again.
+2. Their changes are detrended the same way, scaled to unit length, and clustered with
+   k-means (Euclidean distance on unit vectors = correlation distance; anti-phased examples
+   land in different clusters).
+3. Each cluster is described by the key values most enriched in it:
+   enrichment = (count in cluster / cluster size) / (count among all kept examples / kept),
+   among values seen at least `min_count` times in the cluster.
+
+Opposing cluster pairs need care: clusters are cut out of the very noise a test would look
+at, so two clusters of pure noise come out anti-correlated. The intervals are therefore split
+into alternating blocks (about n/8 long): k-means sees only the even blocks, and cluster
+pairs are tested (same Bartlett-Fisher-Bonferroni rule as key groups) on the odd blocks,
+less their edge intervals, whose noise the clustering never saw. Alternating blocks keep both halves spread over the
+whole run, so a swing confined to one phase of training still reaches both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from lmprobe.mining.inputs import TraceWindow
+from lmprobe.mining.kmeans import kmeans
+from lmprobe.mining.opposing import DEFAULT_ALPHA, MIN_INTERVALS, SWING_Z, PairTest, Swing
+from lmprobe.mining.stats import (
+    autocorrelations,
+    bartlett_z,
+    bonferroni_threshold,
+    max_lag,
+    regress_out,
+    winsorise,
+    swing_intervals,
+    unit_columns,
+)
+from lmprobe.mining.topk import top_k_rows
+
+ENRICHED_PER_KEY = 3
+EXAMPLES_PER_CLUSTER = 5
+FOLD_BLOCKS = 8
+
+
+@dataclass
+class Enrichment:
+    """A key value over-represented in a cluster."""
+
+    value: int
+    count: int  # members of the cluster with this value
+    total: int  # kept examples with this value
+    enrichment: float  # (count / cluster size) / (total / kept examples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": int(self.value), "count": int(self.count), "total": int(self.total),
+                "enrichment": float(self.enrichment)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Enrichment":
+        return cls(int(data["value"]), int(data["count"]), int(data["total"]),
+                   float(data["enrichment"]))
+
+
+@dataclass
+class Cluster:
+    """Examples with similar detrended loss-change trajectories."""
+
+    id: int
+    size: int
+    members: np.ndarray  # int64 example indices, ascending
+    mean_change: np.ndarray  # float64 [intervals]: members' mean detrended loss change
+    examples: np.ndarray  # members closest to the cluster centre, closest first
+    enriched: dict[str, list[Enrichment]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": int(self.id), "size": int(self.size),
+            "members": [int(i) for i in self.members],
+            "mean_change": [float(v) for v in self.mean_change],
+            "examples": [int(i) for i in self.examples],
+            "enriched": {k: [e.to_dict() for e in v] for k, v in self.enriched.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Cluster":
+        return cls(
+            id=int(data["id"]), size=int(data["size"]),
+            members=np.asarray(data["members"], dtype=np.int64),
+            mean_change=np.asarray(data["mean_change"], dtype=np.float64),
+            examples=np.asarray(data["examples"], dtype=np.int64),
+            enriched={k: [Enrichment.from_dict(e) for e in v] for k, v in data["enriched"].items()},
+        )
+
+
+@dataclass
+class ClusterPair:
+    """Two clusters whose mean detrended changes are anti-correlated on held-out intervals."""
+
+    cluster_a: int
+    cluster_b: int
+    size_a: int
+    size_b: int
+    corr: float  # on the held-out intervals
+    z: float
+    score: float  # sqrt(-cov) on the held-out intervals, loss units per interval
+    swings: list[Swing] = field(default_factory=list)  # over all intervals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cluster_a": int(self.cluster_a), "cluster_b": int(self.cluster_b),
+                "size_a": int(self.size_a), "size_b": int(self.size_b),
+                "corr": float(self.corr), "z": float(self.z), "score": float(self.score),
+                "swings": [s.to_dict() for s in self.swings]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ClusterPair":
+        return cls(int(data["cluster_a"]), int(data["cluster_b"]), int(data["size_a"]),
+                   int(data["size_b"]), float(data["corr"]), float(data["z"]),
+                   float(data["score"]), [Swing.from_dict(s) for s in data["swings"]])
+
+
+@dataclass
+class Clusters:
+    """The clustering of the top movers and the opposing pairs among its clusters."""
+
+    clusters: list[Cluster]
+    pairs: list[ClusterPair]
+    test: PairTest
+    n_candidates: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"clusters": [c.to_dict() for c in self.clusters],
+                "pairs": [p.to_dict() for p in self.pairs],
+                "test": self.test.to_dict(), "n_candidates": int(self.n_candidates),
+                "note": self.note}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Clusters":
+        return cls([Cluster.from_dict(c) for c in data["clusters"]],
+                   [ClusterPair.from_dict(p) for p in data["pairs"]],
+                   PairTest.from_dict(data["test"]), int(data["n_candidates"]),
+                   str(data.get("note", "")))
+
+
+def idiosyncratic_variance(
+    weighted_sum: np.ndarray,
+    weighted_sq_sum: np.ndarray,
+    weighted_trend_sum: np.ndarray,
+    trend: np.ndarray,
+    scale: np.ndarray,
+) -> np.ndarray:
+    """Per-example residual sum of squares of its changes, regressed on [1, trend] by weighted
+    least squares with weights 1 / scale^2 — from the sums the streaming pass collected."""
+    weight = 1.0 / scale**2
+    gram = np.array([[weight.sum(), weight @ trend], [weight @ trend, weight @ trend**2]])
+    moments = np.stack([weighted_sum, weighted_trend_sum])  # [2, examples]
+    explained = np.einsum("ie,ij,je->e", moments, np.linalg.pinv(gram), moments)
+    return np.maximum(weighted_sq_sum - explained, 0.0)
+
+
+def select_candidates(movement: np.ndarray, keep: np.ndarray, count: int) -> np.ndarray:
+    """The `count` kept examples that move most (ties to the lower index), ascending."""
+    kept = np.flatnonzero(keep)
+    count = min(count, kept.size)
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    positions, _ = top_k_rows(movement[kept][None, :], count, largest=True)
+    return np.sort(kept[positions[0]])
+
+
+def gather_columns(window: TraceWindow, columns: np.ndarray, chunk_cells: int) -> np.ndarray:
+    """Loss trajectories [records, len(columns)] of a few examples (ascending), in blocks."""
+    out = np.empty((window.n_records, columns.size), dtype=np.float32)
+    width = max(1, min(window.n_examples, chunk_cells))
+    rows = max(1, chunk_cells // width)
+    starts = range(0, window.n_examples, width)
+    for start in range(0, window.n_records, rows):
+        stop = min(start + rows, window.n_records)
+        for col in starts:
+            lo, hi = np.searchsorted(columns, [col, col + width])
+            if hi == lo:
+                continue
+            block = window.losses[window.row_start + start : window.row_start + stop, col : col + width]
+            out[start:stop, lo:hi] = np.asarray(block, dtype=np.float32)[:, columns[lo:hi] - col]
+    return out
+
+
+def fold_of_intervals(n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held_out) masks over intervals: alternating blocks of about n/8 intervals.
+
+    Held-out intervals next to a fit interval are dropped too: the two changes share a
+    record, so with independent noise per record they are correlated (-0.5) and would carry
+    the noise the clustering was fitted to into the test.
+    """
+    length = max(1, n_intervals // FOLD_BLOCKS)
+    fit = (np.arange(n_intervals) // length) % 2 == 0
+    touches_fit = np.zeros(n_intervals, dtype=bool)
+    touches_fit[1:] |= fit[:-1]
+    touches_fit[:-1] |= fit[1:]
+    return fit, ~fit & ~touches_fit
+
+
+def describe_cluster(
+    members: np.ndarray, keys: Mapping[str, np.ndarray], keep: np.ndarray, min_count: int
+) -> dict[str, list[Enrichment]]:
+    """The most enriched values of each key among a cluster's members."""
+    n_kept = int(keep.sum())
+    described: dict[str, list[Enrichment]] = {}
+    for name, values in keys.items():
+        overall_values, overall_counts = np.unique(values[keep], return_counts=True)
+        found, counts = np.unique(values[members], return_counts=True)
+        totals = overall_counts[np.searchsorted(overall_values, found)]
+        ratio = (counts / members.size) / (totals / n_kept)
+        eligible = np.flatnonzero(counts >= min_count)
+        order = eligible[np.lexsort((found[eligible], -counts[eligible], -ratio[eligible]))]
+        described[name] = [
+            Enrichment(int(found[i]), int(counts[i]), int(totals[i]), float(ratio[i]))
+            for i in order[:ENRICHED_PER_KEY]
+        ]
+    return described
+
+
+def cluster_movers(
+    window: TraceWindow,
+    trend: np.ndarray,
+    scale: np.ndarray,
+    movement: np.ndarray,
+    keep: np.ndarray,
+    keys: Mapping[str, np.ndarray],
+    *,
+    n_clusters: int = 8,
+    cluster_top: int = 2000,
+    seed: int = 0,
+    alpha: float = DEFAULT_ALPHA,
+    min_count: int = 3,
+    chunk_cells: int = 1 << 21,
+) -> Clusters:
+    """Cluster the top movers on detrended, unit-scaled change trajectories (module docstring).
+
+    trend: [intervals] global mean change; scale: [intervals] noise scale standardising each
+    interval; movement: [examples] idiosyncratic variance used to pick the candidates
+    (`idiosyncratic_variance`).
+    """
+    n_intervals = window.n_intervals
+    candidates = select_candidates(movement, keep, cluster_top)
+    empty_test = PairTest(n_intervals, 0, alpha, bonferroni_threshold(alpha, 1))
+    if n_clusters < 2 or candidates.size < 2 * n_clusters:
+        note = f"no clustering: {candidates.size} candidate example(s) for {n_clusters} cluster(s)"
+        return Clusters([], [], empty_test, int(candidates.size), note)
+
+    losses = gather_columns(window, candidates, chunk_cells)
+    if not np.isfinite(losses).all():  # the caller drops non-finite examples first
+        raise ValueError("non-finite losses among cluster candidates")
+    changes = np.diff(losses.astype(np.float64), axis=0)
+    standardised = winsorise(regress_out(changes, trend, scale))  # [I, C]: clustered and tested
+    residuals = regress_out(changes, trend)  # loss units, for display
+    fit, held_out = fold_of_intervals(n_intervals)
+    unit, _ = unit_columns(standardised[fit] - standardised[fit].mean(axis=0))
+    points = unit.T
+    labels, centres, _ = kmeans(points, n_clusters, seed=seed)
+
+    clusters = []
+    for cid in range(centres.shape[0]):
+        inside = np.flatnonzero(labels == cid)
+        if inside.size == 0:
+            continue
+        distance = np.sum((points[inside] - centres[cid]) ** 2, axis=1)
+        closest = inside[np.lexsort((candidates[inside], distance))][:EXAMPLES_PER_CLUSTER]
+        members = candidates[inside]
+        clusters.append(Cluster(
+            id=cid, size=int(inside.size), members=members,
+            mean_change=residuals[:, inside].mean(axis=1),
+            examples=candidates[closest],
+            enriched=describe_cluster(members, keys, keep, min_count),
+        ))
+    standardised_means = np.stack(
+        [standardised[:, labels == c.id].mean(axis=1) for c in clusters], axis=1
+    )
+    pairs, test = _opposing_clusters(clusters, standardised_means, held_out, window.steps, alpha)
+    return Clusters(clusters, pairs, test, int(candidates.size))
+
+
+def _opposing_clusters(
+    clusters: list[Cluster], standardised: np.ndarray, held_out: np.ndarray, steps: np.ndarray,
+    alpha: float,
+) -> tuple[list[ClusterPair], PairTest]:
+    """Test cluster pairs on held-out intervals; standardised: [intervals, clusters] means."""
+    n_held = int(held_out.sum())
+    n_tests = len(clusters) * (len(clusters) - 1) // 2
+    threshold = bonferroni_threshold(alpha, n_tests)
+    if n_held < MIN_INTERVALS:
+        return [], PairTest(n_held, 0, alpha, threshold,
+                            f"no cluster pairs tested: {n_held} held-out interval(s),"
+                            f" the test needs at least {MIN_INTERVALS}")
+    if n_tests == 0:
+        return [], PairTest(n_held, 0, alpha, threshold, "no cluster pairs: fewer than 2 clusters")
+    series = np.stack([c.mean_change for c in clusters], axis=1)  # [I, clusters], loss units
+    held = winsorise(standardised[held_out])
+    held = held - held.mean(axis=0)
+    held_raw = series[held_out] - series[held_out].mean(axis=0)
+    unit, _ = unit_columns(held)
+    corr = unit.T @ unit
+    acf = autocorrelations(held, max_lag(n_held))
+    pairs = []
+    for a in range(len(clusters)):
+        for b in range(a + 1, len(clusters)):
+            if corr[a, b] >= 0:
+                continue
+            z = float(bartlett_z(corr[a, b], acf[a], acf[b], n_held))
+            if z >= -threshold:
+                continue
+            x, y = series[:, a], series[:, b]
+            swings = [Swing(int(steps[i]), int(steps[i + 1]), float(x[i]), float(y[i]))
+                      for i in swing_intervals(standardised[:, a], standardised[:, b], SWING_Z)]
+            score = math.sqrt(max(0.0, -float(np.mean(held_raw[:, a] * held_raw[:, b]))))
+            pairs.append(ClusterPair(
+                clusters[a].id, clusters[b].id, clusters[a].size, clusters[b].size,
+                float(corr[a, b]), z, score, swings,
+            ))
+    pairs.sort(key=lambda p: (-p.score, p.cluster_a, p.cluster_b))
+    return pairs, PairTest(n_held, n_tests, alpha, threshold)

@@ -1,0 +1,214 @@
+"""Opposing pairs: groups that share an input feature, differ in target, and move apart.
+
+Candidates are pairs of groups whose keys agree on every component except "target" (for
+by="feature-target": same feature, different next token; for by="target" every pair of
+targets). Each group's per-interval mean loss change is detrended by regression on the
+global mean change (see `stats`), and a pair is kept only if its residuals are significantly
+anti-correlated (Bartlett-corrected Fisher z, Bonferroni over all candidates tested).
+
+Score: sqrt(-cov(x_a, x_b)), the covariance of the two residual series, in loss units per
+recorded interval. If x_a = s + noise_a and x_b = -k*s + noise_b, then -cov = k * var(s):
+the score is the geometric mean of the two groups' shared, opposed swing amplitudes, and the
+members' idiosyncratic noise (large for small groups) adds nothing to it in expectation —
+unlike raw amplitude, which rewards noisy small groups, or correlation, which ignores size of
+the swing. Correlation and amplitudes are reported alongside; significance is the test's job.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from lmprobe.mining.stats import (
+    autocorrelations,
+    bartlett_z,
+    bonferroni_threshold,
+    max_lag,
+    regress_out,
+    winsorise,
+    swing_intervals,
+    unit_columns,
+)
+
+TARGET = "target"
+MIN_INTERVALS = 8
+DEFAULT_ALPHA = 0.01
+SWING_Z = 1.0
+_ROW_BLOCK = 1024
+
+
+@dataclass
+class Swing:
+    """One recorded interval in which the two series moved apart."""
+
+    step_from: int
+    step_to: int
+    change_a: float  # detrended mean loss change of the first series
+    change_b: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step_from": int(self.step_from), "step_to": int(self.step_to),
+                "change_a": float(self.change_a), "change_b": float(self.change_b)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Swing":
+        return cls(int(data["step_from"]), int(data["step_to"]),
+                   float(data["change_a"]), float(data["change_b"]))
+
+
+@dataclass
+class OpposingPair:
+    """Two groups with anti-correlated detrended loss changes; `group_a` is the larger one."""
+
+    group_a: int  # index into MiningResult.groups
+    group_b: int
+    key_a: tuple[int, ...]
+    key_b: tuple[int, ...]
+    size_a: int
+    size_b: int
+    corr: float  # correlation of detrended, interval-standardised mean loss changes (tested)
+    z: float  # Bartlett-corrected Fisher z (negative)
+    amp_a: float  # std of group a's detrended changes, loss units
+    amp_b: float
+    score: float  # sqrt(-cov): opposed swing amplitude, loss units per interval
+    swings: list[Swing] = field(default_factory=list)
+
+    def to_dict(self, key_names: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "group_a": int(self.group_a), "group_b": int(self.group_b),
+            "key_a": {n: int(v) for n, v in zip(key_names, self.key_a)},
+            "key_b": {n: int(v) for n, v in zip(key_names, self.key_b)},
+            "size_a": int(self.size_a), "size_b": int(self.size_b),
+            "corr": float(self.corr), "z": float(self.z),
+            "amp_a": float(self.amp_a), "amp_b": float(self.amp_b),
+            "score": float(self.score),
+            "swings": [s.to_dict() for s in self.swings],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], key_names: tuple[str, ...]) -> "OpposingPair":
+        return cls(
+            group_a=int(data["group_a"]), group_b=int(data["group_b"]),
+            key_a=tuple(int(data["key_a"][n]) for n in key_names),
+            key_b=tuple(int(data["key_b"][n]) for n in key_names),
+            size_a=int(data["size_a"]), size_b=int(data["size_b"]),
+            corr=float(data["corr"]), z=float(data["z"]),
+            amp_a=float(data["amp_a"]), amp_b=float(data["amp_b"]),
+            score=float(data["score"]),
+            swings=[Swing.from_dict(s) for s in data["swings"]],
+        )
+
+
+@dataclass
+class PairTest:
+    """How the pairs were tested, so a reader can judge an empty list."""
+
+    n_intervals: int
+    n_tested: int
+    alpha: float
+    z_threshold: float  # pairs need z < -z_threshold
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_intervals": int(self.n_intervals), "n_tested": int(self.n_tested),
+                "alpha": float(self.alpha), "z_threshold": float(self.z_threshold),
+                "note": self.note}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PairTest":
+        return cls(int(data["n_intervals"]), int(data["n_tested"]), float(data["alpha"]),
+                   float(data["z_threshold"]), str(data.get("note", "")))
+
+
+def candidate_blocks(group_keys: np.ndarray, key_names: tuple[str, ...]) -> list[np.ndarray]:
+    """Group indices that agree on every key but the target, one array per shared key (>= 2)."""
+    if TARGET not in key_names or group_keys.shape[0] < 2:
+        return []
+    shared = [p for p, name in enumerate(key_names) if name != TARGET]
+    if not shared:
+        return [np.arange(group_keys.shape[0])]
+    columns = group_keys[:, shared]
+    order = np.lexsort(tuple(columns[:, p] for p in range(columns.shape[1] - 1, -1, -1)))
+    ordered = columns[order]
+    breaks = np.flatnonzero(np.any(ordered[1:] != ordered[:-1], axis=1)) + 1
+    blocks = np.split(order, breaks)
+    return [np.sort(b) for b in blocks if b.size >= 2]
+
+
+def find_opposing_pairs(
+    mean_loss: np.ndarray,
+    trend: np.ndarray,
+    group_keys: np.ndarray,
+    group_sizes: np.ndarray,
+    key_names: tuple[str, ...],
+    steps: np.ndarray,
+    scale: np.ndarray | None = None,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    swing_z: float = SWING_Z,
+) -> tuple[list[OpposingPair], PairTest]:
+    """Significant opposing pairs among groups, best score first.
+
+    mean_loss: [records, groups] mean loss of each group; trend: [intervals] mean change of all
+    kept examples; group_keys: [groups, len(key_names)]; steps: [records]; scale: [intervals]
+    noise scale used to standardise intervals for the test (`stats.interval_scale`).
+    """
+    n_intervals = mean_loss.shape[0] - 1
+    blocks = candidate_blocks(group_keys, key_names)
+    n_tested = int(sum(b.size * (b.size - 1) // 2 for b in blocks))
+    threshold = bonferroni_threshold(alpha, n_tested)
+    if TARGET not in key_names:
+        return [], PairTest(n_intervals, 0, alpha, threshold,
+                            "no pairs: grouping has no 'target' key to differ in")
+    if n_intervals < MIN_INTERVALS:
+        return [], PairTest(n_intervals, 0, alpha, threshold,
+                            f"no pairs tested: {n_intervals} interval(s) in the window,"
+                            f" the test needs at least {MIN_INTERVALS}")
+    if n_tested == 0:
+        return [], PairTest(n_intervals, 0, alpha, threshold,
+                            "no pairs tested: no two groups share a feature")
+
+    changes = np.diff(mean_loss, axis=0)
+    standardised = winsorise(regress_out(changes, trend, scale))  # what the test sees
+    residuals = regress_out(changes, trend)  # loss units: amplitude, score, swing sizes
+    unit, _ = unit_columns(standardised)
+    amplitude = residuals.std(axis=0)
+    acf = autocorrelations(standardised, max_lag(n_intervals))
+
+    found: list[tuple[int, int, float, float]] = []
+    for block in blocks:
+        for start in range(0, block.size - 1, _ROW_BLOCK):
+            rows = block[start : start + _ROW_BLOCK]
+            cols = block[start + 1 :]
+            corr = unit[:, rows].T @ unit[:, cols]
+            # Only pairs (row, col) with col after row in the block: upper triangle.
+            upper = np.arange(cols.size)[None, :] >= np.arange(rows.size)[:, None]
+            hit_r, hit_c = np.nonzero(upper & (corr < 0))
+            if hit_r.size == 0:
+                continue
+            z = bartlett_z(corr[hit_r, hit_c], acf[rows[hit_r]], acf[cols[hit_c]], n_intervals)
+            keep = z < -threshold
+            for r, c, rho, zz in zip(rows[hit_r[keep]], cols[hit_c[keep]],
+                                     corr[hit_r, hit_c][keep], z[keep]):
+                found.append((int(r), int(c), float(rho), float(zz)))
+
+    pairs = []
+    for a, b, rho, z in found:
+        x, y = residuals[:, a], residuals[:, b]
+        swings = [
+            Swing(int(steps[i]), int(steps[i + 1]), float(x[i]), float(y[i]))
+            for i in swing_intervals(standardised[:, a], standardised[:, b], swing_z)
+        ]
+        pairs.append(OpposingPair(
+            group_a=a, group_b=b,
+            key_a=tuple(int(v) for v in group_keys[a]), key_b=tuple(int(v) for v in group_keys[b]),
+            size_a=int(group_sizes[a]), size_b=int(group_sizes[b]),
+            corr=rho, z=z, amp_a=float(amplitude[a]), amp_b=float(amplitude[b]),
+            score=math.sqrt(max(0.0, -float(np.mean(x * y)))),
+            swings=swings,
+        ))
+    pairs.sort(key=lambda p: (-p.score, p.group_a, p.group_b))
+    return pairs, PairTest(n_intervals, n_tested, alpha, threshold)
