@@ -99,5 +99,5 @@ def probe_losses(model: torch.nn.Module, probe: TextProbe, batch_size: int = 64)
     out = []
     for start in range(0, len(probe.sequences), batch_size):
         ids = torch.from_numpy(probe.sequences[start : start + batch_size].astype(np.int64))
-        out.append(token_losses(model, ids)[mask[start : start + batch_size]].float().numpy())
+        out.append(token_losses(model, ids, mask[start : start + batch_size]).float().numpy())
     return np.concatenate(out)

@@ -1,0 +1,182 @@
+"""End to end: `cli/train_lm.py` on a tiny config writes a complete, resumable run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmprobe.lm.train_cli import main
+from lmprobe.trace import read_trace
+from lmprobe.train.checkpoint import list_checkpoints
+from lmprobe.train.metrics_log import read_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_LM = ROOT / "cli" / "train_lm.py"
+TIMING_KEYS = {"tokens_per_s"}
+
+TINY = """
+model: {n_layer: 1, n_head: 2, n_embd: 32}
+data: {source: sample, tokenizer: gpt2, block_size: 32, max_tokens: 60000}
+optim: {name: adamw, lr: 3.0e-3, warmup_steps: 2}
+train: {steps: 12, batch_size: 8, log_every: 2, eval_every: 6, eval_batches: 2, checkpoint_every: 4}
+trace: {every: 2, n_sequences: 6, batch_size: 4}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_config, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["--config", str(tiny_config), "--name", "ref", "--no-progress", f"out_dir={out}"]) == 0
+    return out / "ref"
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def test_run_directory_is_complete(reference_run):
+    run = reference_run
+    assert (run / "config.yaml").is_file() and (run / "data.json").is_file()
+    metrics = read_metrics(run / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [2, 4, 6, 8, 10, 12]
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    evals = [m for m in metrics if "val_loss" in m]
+    assert [m["step"] for m in evals] == [6, 12]
+    assert evals[-1]["val_ppl"] == pytest.approx(np.exp(evals[-1]["val_loss"]))
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+
+    trace = read_trace(run)
+    probe = np.load(run / "probe" / "probe.npz")
+    assert trace.steps.tolist() == [0, 2, 4, 6, 8, 10, 12]
+    assert trace.n_examples == len(probe["target"]) == 6 * 31
+    assert trace.losses.mean(axis=1)[-1] < trace.losses.mean(axis=1)[0]
+    assert (run / "probe" / "tokenizer" / "tokenizer.json").is_file()
+
+    assert [s for s, _ in list_checkpoints(run)] == [4, 8, 12]
+    last = run / "checkpoints" / "step-000012"
+    assert (last / "model.safetensors").is_file() and (last / "tokenizer.json").is_file()
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(last, local_files_only=True)
+    assert model.config.vocab_size == 50257
+
+
+def test_probe_row_matches_a_fresh_evaluation_of_the_checkpoint(reference_run):
+    from lmprobe.lm.runview import load_model, probe_losses, run_probe
+
+    row = probe_losses(load_model(reference_run / "checkpoints" / "step-000012"), run_probe(reference_run))
+    np.testing.assert_allclose(read_trace(reference_run).losses[-1], row, rtol=1e-4, atol=1e-5)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "training finished before it could be interrupted"
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_gives_the_same_trace_and_metrics(tiny_config, reference_run, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(TRAIN_LM), "--config", str(tiny_config), "--name", "killed",
+           "--no-progress", f"out_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(tmp_path / "killed" / "checkpoints" / "step-000004", proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = tmp_path / "killed"
+    assert read_trace(killed).steps.max() < 12  # it really was cut short
+    assert main(["--resume", str(killed), "--no-progress"]) == 0
+
+    ref, resumed = read_trace(reference_run), read_trace(killed)
+    assert resumed.steps.tolist() == ref.steps.tolist()
+    np.testing.assert_array_equal(np.asarray(resumed.losses), np.asarray(ref.losses))
+    assert without_timings(read_metrics(killed / "metrics.jsonl")) == without_timings(
+        read_metrics(reference_run / "metrics.jsonl"))
+
+
+def test_two_processes_train_the_same_model_as_one(tiny_config, reference_run, tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_LM),
+           "--config", str(tiny_config), "--name", "two", "--no-progress", f"out_dir={tmp_path}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    two, one = read_trace(tmp_path / "two"), read_trace(reference_run)
+    assert two.steps.tolist() == one.steps.tolist()
+    np.testing.assert_allclose(np.asarray(two.losses), np.asarray(one.losses), rtol=1e-4, atol=1e-4)
+    m2, m1 = read_metrics(tmp_path / "two" / "metrics.jsonl"), read_metrics(reference_run / "metrics.jsonl")
+    np.testing.assert_allclose([m["loss"] for m in m2], [m["loss"] for m in m1], rtol=1e-4)
+    # only the main process wrote: one line per logged step, one set of checkpoints
+    assert len(m2) == len(m1)
+    assert [s for s, _ in list_checkpoints(tmp_path / "two")] == [4, 8, 12]
+
+
+# ----------------------------------------------------------------------------- bad input
+def _fails(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.source=/no/such/corpus.txt", "/no/such/corpus.txt"),
+    ("data.tokenizer=/no/such/tokenizer", "tokenizer"),
+    ("optim.lrr=1e-3", "unknown config key 'optim.lrr'"),
+    ("train.steps=ten", "expects int"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(override, message, tiny_config, tmp_path, capsys):
+    err = _fails(["--config", str(tiny_config), "--name", "bad", "--no-progress",
+                  f"out_dir={tmp_path}", override], capsys)
+    assert message in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_empty_data_file(tiny_config, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    err = _fails(["--config", str(tiny_config), "--name", "e", "--no-progress", f"out_dir={tmp_path}",
+                  f"data.source={empty}"], capsys)
+    assert "empty.txt" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_existing_run_needs_resume(tiny_config, reference_run, capsys):
+    before = (reference_run / "metrics.jsonl").read_text()
+    err = _fails(["--config", str(tiny_config), "--name", reference_run.name, "--no-progress",
+                  f"out_dir={reference_run.parent}"], capsys)
+    assert "already exists" in err and "--resume" in err
+    assert (reference_run / "metrics.jsonl").read_text() == before
+
+
+def test_resume_of_something_that_is_not_a_run(tmp_path, capsys):
+    assert "not a run directory" in _fails(["--resume", str(tmp_path), "--no-progress"], capsys)
+
+
+def test_divergence_stops_saves_and_names_the_step(tiny_config, tmp_path, capsys):
+    err = _fails(["--config", str(tiny_config), "--name", "nan", "--no-progress", f"out_dir={tmp_path}",
+                  "optim.name=sgd", "optim.lr=1e30", "optim.grad_clip=null", "optim.warmup_steps=0"], capsys)
+    assert "at step 2" in err and "step-000001" in err
+    run = tmp_path / "nan"
+    assert [s for s, _ in list_checkpoints(run)] == [1]
+    assert read_metrics(run / "metrics.jsonl")[-1]["stopped"].startswith("non-finite loss")
+    assert read_trace(run).steps.tolist() == [0]
