@@ -13,8 +13,9 @@
 Opposing cluster pairs need care: clusters are cut out of the very noise a test would look
 at, so two clusters of pure noise come out anti-correlated. The intervals are therefore split
 into alternating blocks (about n/8 long): k-means sees only the even blocks, and cluster
-pairs are tested (same Bartlett-Fisher-Bonferroni rule as key groups) on the odd blocks,
-less their edge intervals, whose noise the clustering never saw. Alternating blocks keep both halves spread over the
+pairs are tested (same rule as key groups: detrended against the examples outside both,
+Bartlett-Fisher z, Bonferroni) on the odd blocks, less their edge intervals, whose noise the
+clustering never saw. Alternating blocks keep both halves spread over the
 whole run, so a swing confined to one phase of training still reaches both.
 """
 
@@ -30,14 +31,14 @@ from lmprobe.mining.inputs import TraceWindow
 from lmprobe.mining.kmeans import kmeans
 from lmprobe.mining.opposing import DEFAULT_ALPHA, MIN_INTERVALS, SWING_Z, PairTest, Swing
 from lmprobe.mining.stats import (
-    autocorrelations,
-    bartlett_z,
     bonferroni_threshold,
-    max_lag,
+    pair_z,
     regress_out,
-    winsorise,
+    regress_out_each,
     swing_intervals,
+    trend_without,
     unit_columns,
+    winsorise,
 )
 from lmprobe.mining.topk import top_k_rows
 
@@ -246,6 +247,7 @@ def cluster_movers(
     (`idiosyncratic_variance`).
     """
     n_intervals = window.n_intervals
+    n_kept = int(keep.sum())
     candidates = select_candidates(movement, keep, cluster_top)
     empty_test = PairTest(n_intervals, 0, alpha, bonferroni_threshold(alpha, 1))
     if n_clusters < 2 or candidates.size < 2 * n_clusters:
@@ -277,18 +279,26 @@ def cluster_movers(
             examples=candidates[closest],
             enriched=describe_cluster(members, keys, keep, min_count),
         ))
-    standardised_means = np.stack(
-        [standardised[:, labels == c.id].mean(axis=1) for c in clusters], axis=1
-    )
-    pairs, test = _opposing_clusters(clusters, standardised_means, held_out, window.steps, alpha)
+    raw_means = np.stack([changes[:, labels == c.id].mean(axis=1) for c in clusters], axis=1)
+    pairs, test = _opposing_clusters(clusters, raw_means, trend * n_kept, n_kept, scale,
+                                     held_out, window.steps, alpha)
     return Clusters(clusters, pairs, test, int(candidates.size))
 
 
 def _opposing_clusters(
-    clusters: list[Cluster], standardised: np.ndarray, held_out: np.ndarray, steps: np.ndarray,
+    clusters: list[Cluster],
+    raw_means: np.ndarray,
+    total_change: np.ndarray,
+    n_total: int,
+    scale: np.ndarray,
+    held_out: np.ndarray,
+    steps: np.ndarray,
     alpha: float,
 ) -> tuple[list[ClusterPair], PairTest]:
-    """Test cluster pairs on held-out intervals; standardised: [intervals, clusters] means."""
+    """Test cluster pairs on held-out intervals; raw_means: [intervals, clusters] mean changes.
+
+    As for key groups, each pair is detrended against the examples outside both clusters.
+    """
     n_held = int(held_out.sum())
     n_tests = len(clusters) * (len(clusters) - 1) // 2
     threshold = bonferroni_threshold(alpha, n_tests)
@@ -298,28 +308,21 @@ def _opposing_clusters(
                             f" the test needs at least {MIN_INTERVALS}")
     if n_tests == 0:
         return [], PairTest(n_held, 0, alpha, threshold, "no cluster pairs: fewer than 2 clusters")
-    series = np.stack([c.mean_change for c in clusters], axis=1)  # [I, clusters], loss units
-    held = winsorise(standardised[held_out])
-    held = held - held.mean(axis=0)
-    held_raw = series[held_out] - series[held_out].mean(axis=0)
-    unit, _ = unit_columns(held)
-    corr = unit.T @ unit
-    acf = autocorrelations(held, max_lag(n_held))
+    a, b = np.triu_indices(len(clusters), 1)
+    sizes = np.array([c.size for c in clusters])
+    trends = trend_without(total_change, n_total, [raw_means[:, a], raw_means[:, b]], [sizes[a], sizes[b]])
+    corr, z, std_a, std_b = pair_z(raw_means[:, a], raw_means[:, b], trends, scale, rows=held_out)
     pairs = []
-    for a in range(len(clusters)):
-        for b in range(a + 1, len(clusters)):
-            if corr[a, b] >= 0:
-                continue
-            z = float(bartlett_z(corr[a, b], acf[a], acf[b], n_held))
-            if z >= -threshold:
-                continue
-            x, y = series[:, a], series[:, b]
-            swings = [Swing(int(steps[i]), int(steps[i + 1]), float(x[i]), float(y[i]))
-                      for i in swing_intervals(standardised[:, a], standardised[:, b], SWING_Z)]
-            score = math.sqrt(max(0.0, -float(np.mean(held_raw[:, a] * held_raw[:, b]))))
-            pairs.append(ClusterPair(
-                clusters[a].id, clusters[b].id, clusters[a].size, clusters[b].size,
-                float(corr[a, b]), z, score, swings,
-            ))
+    for k in np.flatnonzero((z < -threshold) & (corr < 0)):
+        raw_a = regress_out_each(raw_means[:, a[k], None], trends[:, k, None])[:, 0]
+        raw_b = regress_out_each(raw_means[:, b[k], None], trends[:, k, None])[:, 0]
+        swings = [Swing(int(steps[i]), int(steps[i + 1]), float(raw_a[i]), float(raw_b[i]))
+                  for i in swing_intervals(std_a[:, k], std_b[:, k], SWING_Z)]
+        held_a = raw_a[held_out] - raw_a[held_out].mean()
+        held_b = raw_b[held_out] - raw_b[held_out].mean()
+        score = math.sqrt(max(0.0, -float(np.mean(held_a * held_b))))
+        ca, cb = clusters[a[k]], clusters[b[k]]
+        pairs.append(ClusterPair(ca.id, cb.id, ca.size, cb.size, float(corr[k]), float(z[k]),
+                                 score, swings))
     pairs.sort(key=lambda p: (-p.score, p.cluster_a, p.cluster_b))
     return pairs, PairTest(n_held, n_tests, alpha, threshold)

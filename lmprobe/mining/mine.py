@@ -125,7 +125,8 @@ def mine(
         for g, members in enumerate(index.members())
     ]
     pairs, pair_test = find_opposing_pairs(mean_loss, scan.trend, index.keys, index.sizes,
-                                           key_names, trace.steps, scan.scale, alpha=alpha)
+                                           key_names, trace.steps, scan.scale,
+                                           n_total=scan.n_kept, alpha=alpha)
     clusters = None
     if n_clusters > 0:
         clusters = cluster_movers(trace, scan.trend, scan.scale, movement, keep, keys,

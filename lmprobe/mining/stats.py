@@ -68,6 +68,56 @@ def regress_out(changes: np.ndarray, trend: np.ndarray, scale: np.ndarray | None
     return target - design @ coefficients
 
 
+def regress_out_each(changes: np.ndarray, trends: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """Like `regress_out`, but column j is regressed on its own trend column trends[:, j]."""
+    changes = np.asarray(changes, dtype=np.float64)
+    weight = np.ones(changes.shape[0]) if scale is None else 1.0 / np.asarray(scale, dtype=np.float64) ** 2
+    total = weight.sum()
+    trend_c = trends - (weight @ trends / total)[None, :]
+    change_c = changes - (weight @ changes / total)[None, :]
+    spread = weight @ (trend_c * trend_c)
+    slope = np.divide(weight @ (trend_c * change_c), spread, out=np.zeros(changes.shape[1]), where=spread > 0)
+    return (change_c - trend_c * slope[None, :]) * np.sqrt(weight)[:, None]
+
+
+def trend_without(total_change: np.ndarray, n_total: int, changes: list[np.ndarray], sizes: list) -> np.ndarray:
+    """Mean change of all examples outside the given groups: [intervals, pairs].
+
+    total_change: [intervals] summed change of all kept examples; changes[k]: [intervals, pairs]
+    mean changes of the groups to leave out, sizes[k]: [pairs] their sizes. Where nothing is
+    left, the trend is 0 (only the intercept is removed).
+    """
+    rest = n_total - sum(np.asarray(s, dtype=np.float64) for s in sizes)
+    summed = total_change[:, None] - sum(c * np.asarray(s, dtype=np.float64)[None, :] for c, s in zip(changes, sizes))
+    return np.divide(summed, rest[None, :], out=np.zeros_like(summed), where=rest[None, :] > 0)
+
+
+def pair_z(
+    changes_a: np.ndarray,
+    changes_b: np.ndarray,
+    trends: np.ndarray,
+    scale: np.ndarray,
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The test for pairs (columns): detrend each side on its pair's own trend, standardise,
+    winsorise (optionally only over `rows`), correlate, Bartlett-Fisher z.
+
+    Returns (corr, z, standardised_a, standardised_b), the latter two over all intervals.
+    """
+    std_a = regress_out_each(changes_a, trends, scale)
+    std_b = regress_out_each(changes_b, trends, scale)
+    part_a = std_a if rows is None else std_a[rows]
+    part_b = std_b if rows is None else std_b[rows]
+    wa, wb = winsorise(part_a), winsorise(part_b)
+    wa, wb = wa - wa.mean(axis=0), wb - wb.mean(axis=0)
+    unit_a, _ = unit_columns(wa)
+    unit_b, _ = unit_columns(wb)
+    corr = np.einsum("ij,ij->j", unit_a, unit_b)
+    lags = max_lag(wa.shape[0])
+    z = bartlett_z(corr, autocorrelations(wa, lags), autocorrelations(wb, lags), wa.shape[0])
+    return corr, z, std_a, std_b
+
+
 def winsorise(residuals: np.ndarray, limit: float = WINSOR_LIMIT) -> np.ndarray:
     """Clip each column at +-limit robust standard deviations (1.4826 * MAD; the std if MAD is 0).
 
