@@ -8,8 +8,9 @@ import torch
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The torch optimizer inside wrappers such as Accelerate's AcceleratedOptimizer."""
-    while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optimizer"):
+    """The torch optimizer inside wrappers such as Accelerate's AcceleratedOptimizer (itself an
+    Optimizer subclass, so the test is for a wrapped optimizer, not for the type)."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
         optimizer = optimizer.optimizer
     return optimizer
 
