@@ -137,8 +137,7 @@ def mine(
         step_from=trace.steps[:-1].copy(), step_to=trace.steps[1:].copy(),
         riser_index=scan.riser_index, riser_change=scan.riser_change,
         faller_index=scan.faller_index, faller_change=scan.faller_change,
-        **window_movers(trace.steps, scan.max_rise, scan.max_rise_interval, scan.max_fall,
-                        scan.max_fall_interval, keep, top),
+        **window_movers(trace, scan, keep, top),
     )
     return MiningResult(
         by=by, key_names=key_names, steps=trace.steps, n_examples=trace.n_examples,

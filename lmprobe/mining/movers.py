@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lmprobe.mining.inputs import TraceWindow
+from lmprobe.mining.stream import TraceScan, locate_extreme
 from lmprobe.mining.topk import top_k_rows
 
 
@@ -54,26 +56,20 @@ class Movers:
         return cls(**values)
 
 
-def window_movers(
-    steps: np.ndarray,
-    max_rise: np.ndarray,
-    max_rise_interval: np.ndarray,
-    max_fall: np.ndarray,
-    max_fall_interval: np.ndarray,
-    keep: np.ndarray,
-    top: int,
-) -> dict[str, np.ndarray]:
+def window_movers(window: TraceWindow, scan: TraceScan, keep: np.ndarray, top: int) -> dict[str, np.ndarray]:
     """Rank kept examples by their largest single-interval rise and fall in the window."""
     kept = np.flatnonzero(keep)
     top = min(top, kept.size)
     found: dict[str, np.ndarray] = {}
-    for prefix, values, where, largest in (
-        ("window_riser", max_rise, max_rise_interval, True),
-        ("window_faller", max_fall, max_fall_interval, False),
+    for prefix, values, block, largest in (
+        ("window_riser", scan.max_rise, scan.max_rise_block, True),
+        ("window_faller", scan.max_fall, scan.max_fall_block, False),
     ):
         positions, change = top_k_rows(values[kept][None, :], top, largest)
         index = kept[positions[0]]
+        interval = np.array([locate_extreme(window, int(i), int(block[i]), scan.block_intervals, largest)
+                             for i in index], dtype=np.int64)
         found[f"{prefix}_index"] = index
         found[f"{prefix}_change"] = change[0].astype(np.float64)
-        found[f"{prefix}_step_to"] = steps[where[index] + 1].astype(np.int64)
+        found[f"{prefix}_step_to"] = window.steps[interval + 1].astype(np.int64)
     return found

@@ -42,8 +42,9 @@ MIN_INTERVALS = 8
 DEFAULT_ALPHA = 0.01
 SWING_Z = 1.0
 _ROW_BLOCK = 1024
-EXACT_BUDGET = 1 << 24  # pairs x intervals tested exactly without a screen
-SCREEN_FRACTION = 0.5
+EXACT_BUDGET = 1 << 21  # pairs x intervals tested exactly without a screen
+SCREEN_FRACTION = 0.5  # screen at half the threshold...
+HEAVY_PAIR = 0.02  # ...and always test pairs holding more than 2% of the examples exactly
 _BATCH_CELLS = 1 << 18  # intervals x pairs per vectorised batch
 
 
@@ -195,8 +196,9 @@ def find_opposing_pairs(
     Each pair is detrended against the mean change of the examples outside both groups, so
     that big groups (ten CIFAR classes, say) are not anti-correlated by construction. Testing
     all pairs that way costs O(pairs x intervals); when that exceeds EXACT_BUDGET, pairs are
-    first screened with one shared trend at half the threshold, which is far looser than the
-    few-percent shift the shared trend can cause for groups that are a small part of the data.
+    first screened with one shared trend at half the threshold. The shared trend shifts a
+    pair's z only through the pair's own share of the trend, so pairs holding more than
+    HEAVY_PAIR of the examples skip the screen and are always tested exactly.
     """
     n_intervals = mean_loss.shape[0] - 1
     blocks = candidate_blocks(group_keys, key_names)
@@ -223,6 +225,13 @@ def find_opposing_pairs(
     else:
         standardised = winsorise(regress_out(changes, trend, scale))
         pair_a, pair_b = _screen(standardised, blocks, n_intervals, cutoff=-SCREEN_FRACTION * threshold)
+        heavy = [b for b in blocks if b.size > 1 and (np.sort(sizes[b])[-2:].sum() > HEAVY_PAIR * n_total)]
+        if heavy:
+            heavy_a, heavy_b = _screen(changes, heavy, n_intervals, cutoff=None)
+            keep = sizes[heavy_a] + sizes[heavy_b] > HEAVY_PAIR * n_total
+            merged = np.unique(np.stack([np.concatenate([pair_a, heavy_a[keep]]),
+                                         np.concatenate([pair_b, heavy_b[keep]])]), axis=1)
+            pair_a, pair_b = merged[0], merged[1]
 
     pairs = []
     batch = max(1, _BATCH_CELLS // n_intervals)

@@ -118,14 +118,24 @@ def pair_z(
     return corr, z, std_a, std_b
 
 
+def _column_median(values: np.ndarray) -> np.ndarray:
+    """Median of each column (np.median without its NaN checks: several times faster)."""
+    rows = values.shape[0]
+    if rows == 0:
+        return np.zeros(values.shape[1])
+    lower, upper = (rows - 1) // 2, rows // 2
+    part = np.partition(np.ascontiguousarray(values.T), sorted({lower, upper}), axis=1)
+    return 0.5 * (part[:, lower] + part[:, upper])
+
+
 def winsorise(residuals: np.ndarray, limit: float = WINSOR_LIMIT) -> np.ndarray:
     """Clip each column at +-limit robust standard deviations (1.4826 * MAD; the std if MAD is 0).
 
     Per-example loss changes are heavy-tailed; one huge jump of a single member in each of two
     small groups at the same interval would otherwise make a correlation on its own.
     """
-    centre = np.median(residuals, axis=0)
-    spread = 1.4826 * np.median(np.abs(residuals - centre), axis=0)
+    centre = _column_median(residuals)
+    spread = 1.4826 * _column_median(np.abs(residuals - centre))
     spread = np.where(spread > 0, spread, residuals.std(axis=0))
     bound = limit * spread
     return np.clip(residuals, centre - bound, centre + bound)

@@ -32,7 +32,7 @@ import numpy as np
 from lmprobe.mining.histogram import Histogram, HistogramCounter
 from lmprobe.mining.inputs import TraceWindow
 from lmprobe.mining.stats import interval_scale
-from lmprobe.mining.topk import merge_top_k, top_k_rows
+from lmprobe.mining.topk import merge_top_k, top_and_bottom_k_rows
 
 DEFAULT_CHUNK_CELLS = 1 << 21
 
@@ -116,9 +116,10 @@ class TraceScan:
     faller_change: np.ndarray
     histogram: Histogram
     max_rise: np.ndarray  # float32 [examples]; -inf for left-out examples
-    max_rise_interval: np.ndarray  # int64 [examples]
+    max_rise_block: np.ndarray  # int64 [examples]: first interval of the block it happened in
     max_fall: np.ndarray  # float32 [examples] (most negative change); +inf for left-out
-    max_fall_interval: np.ndarray
+    max_fall_block: np.ndarray
+    block_intervals: int  # intervals per row block (see `locate_extreme`)
     weighted_sum: np.ndarray  # float64 [examples]: sum_i w_i d_i
     weighted_sq_sum: np.ndarray  # sum_i w_i d_i^2
     weighted_trend_sum: np.ndarray  # sum_i w_i d_i g_i
@@ -137,6 +138,63 @@ def _block_profile(chunks: list[_Chunk], blocks: list[np.ndarray] | None, losses
     return row_sums, sq_sums
 
 
+class _Accumulators:
+    """The running per-example and per-interval results of a scan."""
+
+    def __init__(self, n: int, n_records: int, n_intervals: int, n_groups: int, top: int,
+                 hist_edges: np.ndarray):
+        self.kept_sum = np.zeros(n_records)
+        self.sq_sum = np.zeros(n_intervals)
+        self.group_sum = np.zeros((n_records, n_groups))
+        # Placeholders sort last in a merge, so a chunk narrower than `top` cannot leak them.
+        self.riser_index = np.full((n_intervals, top), -1, np.int64)
+        self.riser_change = np.full((n_intervals, top), -np.inf, np.float32)
+        self.faller_index = np.full((n_intervals, top), -1, np.int64)
+        self.faller_change = np.full((n_intervals, top), np.inf, np.float32)
+        self.counter = HistogramCounter(hist_edges)
+        self.max_rise = np.full(n, -np.inf, np.float32)
+        self.max_fall = np.full(n, np.inf, np.float32)
+        self.max_rise_block = np.zeros(n, np.int64)
+        self.max_fall_block = np.zeros(n, np.int64)
+        self.weighted_sum = np.zeros(n)
+        self.weighted_sq_sum = np.zeros(n)
+        self.weighted_trend_sum = np.zeros(n)
+        self.top = top
+
+    def add_changes(self, change: np.ndarray, change64: np.ndarray, columns: np.ndarray,
+                    intervals: slice, merge: bool, weight: np.ndarray, trend: np.ndarray) -> None:
+        """Everything that depends on one chunk's changes [block intervals, kept columns]."""
+        self.counter.add(change)
+        self._movers(change, columns, intervals, merge)
+        for best, where, reduce, better in ((self.max_rise, self.max_rise_block, np.max, np.greater),
+                                           (self.max_fall, self.max_fall_block, np.min, np.less)):
+            value = reduce(change, axis=0)
+            improve = better(value, best[columns])
+            best[columns[improve]] = value[improve]
+            where[columns[improve]] = intervals.start
+        weighted = weight[:, None] * change64
+        self.weighted_sum[columns] += weighted.sum(axis=0)
+        self.weighted_sq_sum[columns] += np.einsum("ij,ij->j", weighted, change64)
+        self.weighted_trend_sum[columns] += np.einsum("i,ij->j", trend, weighted)
+
+    def _movers(self, change, columns, intervals, merge) -> None:
+        """Per-interval top risers / fallers of this chunk, merged into the running lists."""
+        if self.top == 0:
+            return
+        rising, falling = top_and_bottom_k_rows(change, self.top)
+        for largest, (positions, values), index_out, change_out in (
+            (True, rising, self.riser_index, self.riser_change),
+            (False, falling, self.faller_index, self.faller_change),
+        ):
+            found = columns[positions]
+            if merge:
+                found, values = merge_top_k(index_out[intervals], change_out[intervals],
+                                            found, values, self.top, largest)
+            width = found.shape[1]
+            index_out[intervals, :width] = found
+            change_out[intervals, :width] = values
+
+
 def scan_trace(
     window: TraceWindow,
     *,
@@ -149,130 +207,91 @@ def scan_trace(
 ) -> TraceScan:
     """Stream over the window's rows once (see the module docstring)."""
     n = window.n_examples
-    n_records, n_intervals = window.n_records, window.n_intervals
     n_kept = int(keep.sum())
     plan = plan_chunks(max(1, n), chunk_cells)
     chunks = [_Chunk.build(a, b, keep, group_of) for a, b in plan.col_chunks]
     top = max(0, min(int(top), n_kept))
-
+    acc = _Accumulators(n, window.n_records, window.n_intervals, n_groups, top, hist_edges)
     nonfinite = np.zeros(n, dtype=bool)
-    kept_sum = np.zeros(n_records)
-    sq_sum = np.zeros(n_intervals)
-    group_sum = np.zeros((n_records, n_groups))
-    # Placeholders sort last in a merge, so a chunk narrower than `top` cannot leak them.
-    riser_index = np.full((n_intervals, top), -1, np.int64)
-    riser_change = np.full((n_intervals, top), -np.inf, np.float32)
-    faller_index = np.full((n_intervals, top), -1, np.int64)
-    faller_change = np.full((n_intervals, top), np.inf, np.float32)
-    counter = HistogramCounter(hist_edges)
-    max_rise = np.full(n, -np.inf, np.float32)
-    max_fall = np.full(n, np.inf, np.float32)
-    max_rise_interval = np.zeros(n, np.int64)
-    max_fall_interval = np.zeros(n, np.int64)
-    weighted_sum = np.zeros(n)
-    weighted_sq_sum = np.zeros(n)
-    weighted_trend_sum = np.zeros(n)
     complete = True
 
     for row_start, row_stop in row_blocks(window.row_start, window.row_stop, plan.rows_per_block):
         first_row = row_start - window.row_start  # record index of the block's first row
         new_from = 0 if row_start == window.row_start else 1  # skip the overlap row
-        # One chunk: read once and reuse. Several: a profiling sweep first, then a second read.
-        blocks = [chunks[0].read(window.losses, row_start, row_stop)] if len(chunks) == 1 else None
-        if not complete:
-            _mark_nonfinite(chunks, blocks, window.losses, row_start, row_stop, nonfinite)
-            continue
-        row_sums, block_sq = _block_profile(chunks, blocks, window.losses, row_start, row_stop)
-        if not (np.isfinite(row_sums).all() and np.isfinite(block_sq).all()):
-            complete = False
-            _mark_nonfinite(chunks, blocks, window.losses, row_start, row_stop, nonfinite)
-            continue
-
         records = slice(first_row + new_from, first_row + row_stop - row_start)
         intervals = slice(first_row, first_row + row_stop - row_start - 1)
-        kept_sum[records] = row_sums[new_from:]
-        sq_sum[intervals] = block_sq
+        if len(chunks) == 1:  # the common case: whole rows, read once
+            block = chunks[0].read(window.losses, row_start, row_stop)
+            change = block[1:] - block[:-1]
+            change64 = change.astype(np.float64)
+            row_sums = block.sum(axis=1, dtype=np.float64)
+            block_sq = np.einsum("ij,ij->i", change64, change64)
+        else:  # too wide: profile the rows in a first sweep, then read chunk by chunk
+            block = None
+            row_sums, block_sq = _block_profile(chunks, None, window.losses, row_start, row_stop)
+        if not complete or not (np.isfinite(row_sums).all() and np.isfinite(block_sq).all()):
+            complete = False
+            _mark_nonfinite(chunks, None if block is None else [block], window.losses,
+                            row_start, row_stop, nonfinite)
+            continue
+
+        acc.kept_sum[records] = row_sums[new_from:]
+        acc.sq_sum[intervals] = block_sq
         trend = np.diff(row_sums) / max(1, n_kept)
         weight = 1.0 / interval_scale(block_sq, trend, n_kept) ** 2
-        for i, chunk in enumerate(chunks):
-            block = blocks[i] if blocks else chunk.read(window.losses, row_start, row_stop)
+        for chunk in chunks:
+            if len(chunks) > 1:
+                block = chunk.read(window.losses, row_start, row_stop)
+                change = block[1:] - block[:-1]
+                change64 = change.astype(np.float64)
             if chunk.group_order.size:
-                group_sum[records, chunk.group_ids] += np.add.reduceat(
+                acc.group_sum[records, chunk.group_ids] += np.add.reduceat(
                     block[new_from:, chunk.group_order], chunk.group_starts, axis=1, dtype=np.float64
                 )
-            change = block[1:] - block[:-1]
-            if change.shape[1] == 0:
-                continue
-            counter.add(change)
-            _update_movers(change, chunk.columns, top, intervals, len(chunks) > 1,
-                           riser_index, riser_change, faller_index, faller_change)
-            _update_extremes(change, chunk.columns, first_row,
-                             max_rise, max_rise_interval, max_fall, max_fall_interval)
-            change64 = change.astype(np.float64)
-            weighted = weight[:, None] * change64
-            weighted_sum[chunk.columns] += weighted.sum(axis=0)
-            weighted_sq_sum[chunk.columns] += np.einsum("ij,ij->j", weighted, change64)
-            weighted_trend_sum[chunk.columns] += trend @ weighted
+            if change.shape[1]:
+                acc.add_changes(change, change64, chunk.columns, intervals, len(chunks) > 1,
+                                weight, trend)
 
-    trend_all = np.diff(kept_sum) / max(1, n_kept)
+    trend_all = np.diff(acc.kept_sum) / max(1, n_kept)
     return TraceScan(
         complete=complete,
         nonfinite=nonfinite,
         n_kept=n_kept,
-        kept_sum=kept_sum,
-        group_sum=group_sum,
+        kept_sum=acc.kept_sum,
+        group_sum=acc.group_sum,
         trend=trend_all,
-        scale=interval_scale(sq_sum, trend_all, n_kept),
-        riser_index=riser_index,
-        riser_change=riser_change,
-        faller_index=faller_index,
-        faller_change=faller_change,
-        histogram=counter.result(),
-        max_rise=max_rise,
-        max_rise_interval=max_rise_interval,
-        max_fall=max_fall,
-        max_fall_interval=max_fall_interval,
-        weighted_sum=weighted_sum,
-        weighted_sq_sum=weighted_sq_sum,
-        weighted_trend_sum=weighted_trend_sum,
+        scale=interval_scale(acc.sq_sum, trend_all, n_kept),
+        riser_index=acc.riser_index,
+        riser_change=acc.riser_change,
+        faller_index=acc.faller_index,
+        faller_change=acc.faller_change,
+        histogram=acc.counter.result(),
+        max_rise=acc.max_rise,
+        max_rise_block=acc.max_rise_block,
+        max_fall=acc.max_fall,
+        max_fall_block=acc.max_fall_block,
+        block_intervals=plan.rows_per_block - 1,
+        weighted_sum=acc.weighted_sum,
+        weighted_sq_sum=acc.weighted_sq_sum,
+        weighted_trend_sum=acc.weighted_trend_sum,
     )
+
+
+def locate_extreme(window: TraceWindow, example: int, block_start: int, block_intervals: int,
+                   largest: bool) -> int:
+    """The interval of an example's largest rise (or fall), given the block it happened in.
+
+    The scan keeps only the value and the block; reading one column of one block is enough
+    to recover the interval, for the handful of examples that get reported.
+    """
+    first = window.row_start + block_start
+    stop = min(first + block_intervals + 1, window.row_stop)
+    column = np.asarray(window.losses[first:stop, example], dtype=np.float32)
+    change = column[1:] - column[:-1]
+    return block_start + int(change.argmax() if largest else change.argmin())
 
 
 def _mark_nonfinite(chunks, blocks, losses, row_start, row_stop, nonfinite) -> None:
     for i, chunk in enumerate(chunks):
         block = blocks[i] if blocks else chunk.read(losses, row_start, row_stop)
         nonfinite[chunk.columns[~np.isfinite(block).all(axis=0)]] = True
-
-
-def _update_movers(change, columns, top, intervals, merge,
-                   riser_index, riser_change, faller_index, faller_change) -> None:
-    """Per-interval top risers / fallers of this chunk, merged into the running lists."""
-    if top == 0:
-        return
-    for largest, index_out, change_out in (
-        (True, riser_index, riser_change),
-        (False, faller_index, faller_change),
-    ):
-        positions, values = top_k_rows(change, top, largest)
-        found = columns[positions]
-        if merge:
-            found, values = merge_top_k(
-                index_out[intervals], change_out[intervals], found, values, top, largest
-            )
-        width = found.shape[1]
-        index_out[intervals, :width] = found
-        change_out[intervals, :width] = values
-
-
-def _update_extremes(change, columns, first_interval,
-                     max_rise, max_rise_interval, max_fall, max_fall_interval) -> None:
-    """Keep each example's largest rise and fall so far (earliest interval on ties)."""
-    for values_out, where_out, pick, better in (
-        (max_rise, max_rise_interval, np.argmax, np.greater),
-        (max_fall, max_fall_interval, np.argmin, np.less),
-    ):
-        at = pick(change, axis=0)
-        value = np.take_along_axis(change, at[None, :], axis=0)[0]
-        improve = better(value, values_out[columns])
-        values_out[columns[improve]] = value[improve]
-        where_out[columns[improve]] = first_interval + at[improve]
