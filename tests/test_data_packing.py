@@ -161,7 +161,12 @@ def test_streaming_source_needs_max_tokens(gpt2, tmp_path):
 
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
-    [({"block_size": 0}, "block_size"), ({"val_fraction": 0.0}, "val_fraction"), ({"val_fraction": 1.0}, "val_fraction"), ({"max_tokens": 0}, "max_tokens")],
+    [
+        ({"block_size": 0}, "block_size"),
+        ({"val_fraction": 0.0}, "val_fraction"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"max_tokens": 0}, "max_tokens"),
+    ],
 )
 def test_bad_settings(jsonl_corpus, gpt2, tmp_path, overrides, pattern):
     with pytest.raises(LmprobeError, match=pattern):

@@ -165,9 +165,7 @@ def _local_files(source: str) -> list[Path]:
         (
             p
             for p in path.rglob("*")
-            if p.is_file()
-            and _is_supported(p)
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            if p.is_file() and _is_supported(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)
         ),
         key=lambda p: p.relative_to(path).as_posix(),
     )

@@ -118,8 +118,7 @@ def _load_folder(path: Path, name: str) -> PreTrainedTokenizerFast:
     """AutoTokenizer on a local folder, with every failure turned into one LmprobeError line."""
     if not path.exists():
         raise LmprobeError(
-            f"tokenizer {name!r} is not 'gpt2', 'bpe-<N>' (e.g. bpe-8192) or an existing folder; "
-            "give one of those."
+            f"tokenizer {name!r} is not 'gpt2', 'bpe-<N>' (e.g. bpe-8192) or an existing folder; give one of those."
         )
     if not path.is_dir():
         raise LmprobeError(f"tokenizer {name!r} is a file; give the folder that holds the tokenizer files.")
