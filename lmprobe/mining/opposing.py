@@ -24,10 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from lmprobe.mining.stats import (
-    autocorrelations,
-    bartlett_z,
+    PARTIAL_DOF,
     bonferroni_threshold,
-    max_lag,
     pair_z,
     regress_out,
     regress_out_each,
@@ -41,7 +39,8 @@ TARGET = "target"
 MIN_INTERVALS = 8
 DEFAULT_ALPHA = 0.01
 SWING_Z = 1.0
-_ROW_BLOCK = 1024
+_TILE = 512
+_SMALL_BLOCK = 64  # blocks up to this many groups are screened as one list of pairs
 EXACT_BUDGET = 1 << 21  # pairs x intervals tested exactly without a screen
 SCREEN_FRACTION = 0.5  # screen at half the threshold...
 HEAVY_PAIR = 0.02  # ...and always test pairs holding more than 2% of the examples exactly
@@ -146,28 +145,59 @@ def candidate_blocks(group_keys: np.ndarray, key_names: tuple[str, ...]) -> list
     return [np.sort(b) for b in blocks if b.size >= 2]
 
 
+def _pairs_within(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (a, b), a before b, inside each block — vectorised over many small blocks."""
+    if not blocks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    members = np.concatenate(blocks)
+    sizes = np.array([b.size for b in blocks])
+    block_end = np.repeat(np.cumsum(sizes), sizes)  # one past the block's last position
+    position = np.arange(members.size)
+    partners = block_end - position - 1
+    first = np.repeat(position, partners)
+    offset = np.arange(first.size) - np.repeat(np.cumsum(partners) - partners, partners)
+    return members[first].astype(np.int64), members[first + 1 + offset].astype(np.int64)
+
+
 def _screen(standardised: np.ndarray, blocks: list[np.ndarray], n_intervals: int, *,
-            cutoff: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs (a < b) whose common-trend z is below `cutoff` (None: every pair)."""
-    if cutoff is not None:
-        unit, _ = unit_columns(standardised)
-        acf = autocorrelations(standardised, max_lag(n_intervals))
+            cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (a < b) whose common-trend Fisher z, without Bartlett's factor, is
+    below `cutoff`. Bartlett's factor only ever shrinks |z|, so leaving it out lets through a
+    superset of the pairs that pass with it; the exact test decides afterwards.
+
+    Small blocks of equal size are stacked and handled with batched products; large ones in
+    tiles of at most _TILE x _TILE pairs, so memory stays small for any number of groups.
+    float32 suffices: a pair near the screen's cutoff is far from the test's threshold.
+    """
+    unit = unit_columns(standardised)[0].astype(np.float32)
+    corr_cutoff = np.float32(np.tanh(cutoff / np.sqrt(max(1, n_intervals - PARTIAL_DOF))))
+    small = [b for b in blocks if b.size <= _SMALL_BLOCK]
+    large = [b for b in blocks if b.size > _SMALL_BLOCK]
     found_a, found_b = [], []
-    for block in blocks:
-        for start in range(0, block.size - 1, _ROW_BLOCK):
-            rows = block[start : start + _ROW_BLOCK]
-            cols = block[start + 1 :]
-            # Only pairs (row, col) with col after row in the block: upper triangle.
-            upper = np.arange(cols.size)[None, :] >= np.arange(rows.size)[:, None]
-            if cutoff is None:
-                hit_r, hit_c = np.nonzero(upper)
-            else:
-                corr = unit[:, rows].T @ unit[:, cols]
-                hit_r, hit_c = np.nonzero(upper & (corr < 0))
-                z = bartlett_z(corr[hit_r, hit_c], acf[rows[hit_r]], acf[cols[hit_c]], n_intervals)
-                hit_r, hit_c = hit_r[z < cutoff], hit_c[z < cutoff]
-            found_a.append(rows[hit_r])
-            found_b.append(cols[hit_c])
+    by_size: dict[int, list[np.ndarray]] = {}
+    for block in small:
+        by_size.setdefault(block.size, []).append(block)
+    for size, same in by_size.items():
+        upper_r, upper_c = np.triu_indices(size, 1)
+        step = max(1, _BATCH_CELLS // (size * max(size, n_intervals)))
+        for start in range(0, len(same), step):
+            groups = np.stack(same[start : start + step])  # [blocks, size]
+            vectors = unit.T[groups]  # [blocks, size, intervals]
+            corr = np.matmul(vectors, vectors.transpose(0, 2, 1))[:, upper_r, upper_c]
+            hit = corr < corr_cutoff
+            found_a.append(groups[:, upper_r][hit])
+            found_b.append(groups[:, upper_c][hit])
+    for block in large:
+        for row_start in range(0, block.size - 1, _TILE):
+            rows = block[row_start : row_start + _TILE]
+            for col_start in range(row_start + 1, block.size, _TILE):
+                cols = block[col_start : col_start + _TILE]
+                # Pair (row i, col j) is new only if col j comes after row i in the block.
+                wanted = (col_start + np.arange(cols.size))[None, :] > (row_start + np.arange(rows.size))[:, None]
+                wanted &= (unit[:, rows].T @ unit[:, cols]) < corr_cutoff
+                hit_r, hit_c = np.nonzero(wanted)
+                found_a.append(rows[hit_r])
+                found_b.append(cols[hit_c])
     if not found_a:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64)
@@ -221,13 +251,13 @@ def find_opposing_pairs(
     changes = np.diff(mean_loss, axis=0)
     total_change = np.asarray(trend, dtype=np.float64) * n_total
     if n_tested * n_intervals <= EXACT_BUDGET:
-        pair_a, pair_b = _screen(changes, blocks, n_intervals, cutoff=None)
+        pair_a, pair_b = _pairs_within(blocks)
     else:
         standardised = winsorise(regress_out(changes, trend, scale))
         pair_a, pair_b = _screen(standardised, blocks, n_intervals, cutoff=-SCREEN_FRACTION * threshold)
         heavy = [b for b in blocks if b.size > 1 and (np.sort(sizes[b])[-2:].sum() > HEAVY_PAIR * n_total)]
         if heavy:
-            heavy_a, heavy_b = _screen(changes, heavy, n_intervals, cutoff=None)
+            heavy_a, heavy_b = _pairs_within(heavy)
             keep = sizes[heavy_a] + sizes[heavy_b] > HEAVY_PAIR * n_total
             merged = np.unique(np.stack([np.concatenate([pair_a, heavy_a[keep]]),
                                          np.concatenate([pair_b, heavy_b[keep]])]), axis=1)

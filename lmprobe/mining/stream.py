@@ -34,7 +34,7 @@ from lmprobe.mining.inputs import TraceWindow
 from lmprobe.mining.stats import interval_scale
 from lmprobe.mining.topk import merge_top_k, top_and_bottom_k_rows
 
-DEFAULT_CHUNK_CELLS = 1 << 21
+DEFAULT_CHUNK_CELLS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,12 @@ class _Chunk:
         boundaries = np.flatnonzero(np.diff(sorted_gid)) + 1 if order.size else np.zeros(0, int)
         starts = np.concatenate([[0], boundaries]).astype(np.int64) if order.size else boundaries
         return cls(start, stop, local, columns, order, starts, sorted_gid[starts])
+
+    @property
+    def target(self) -> slice | np.ndarray:
+        """Where this chunk's columns go in per-example arrays: a slice (a view, cheap) when
+        every column is kept, else the index array."""
+        return slice(self.start, self.stop) if self.local is None else self.columns
 
     def read(self, losses, row_start: int, row_stop: int) -> np.ndarray:
         block = np.asarray(losses[row_start:row_stop, self.start : self.stop], dtype=np.float32)
@@ -161,21 +167,27 @@ class _Accumulators:
         self.weighted_trend_sum = np.zeros(n)
         self.top = top
 
-    def add_changes(self, change: np.ndarray, change64: np.ndarray, columns: np.ndarray,
+    def add_changes(self, change: np.ndarray, change64: np.ndarray, chunk: _Chunk,
                     intervals: slice, merge: bool, weight: np.ndarray, trend: np.ndarray) -> None:
         """Everything that depends on one chunk's changes [block intervals, kept columns]."""
         self.counter.add(change)
-        self._movers(change, columns, intervals, merge)
+        self._movers(change, chunk.columns, intervals, merge)
+        target = chunk.target
         for best, where, reduce, better in ((self.max_rise, self.max_rise_block, np.max, np.greater),
                                            (self.max_fall, self.max_fall_block, np.min, np.less)):
             value = reduce(change, axis=0)
-            improve = better(value, best[columns])
-            best[columns[improve]] = value[improve]
-            where[columns[improve]] = intervals.start
+            current = best[target]
+            improve = better(value, current)
+            np.copyto(current, value, where=improve)
+            if isinstance(target, slice):
+                where[target][improve] = intervals.start
+            else:
+                best[target] = current
+                where[target[improve]] = intervals.start
         weighted = weight[:, None] * change64
-        self.weighted_sum[columns] += weighted.sum(axis=0)
-        self.weighted_sq_sum[columns] += np.einsum("ij,ij->j", weighted, change64)
-        self.weighted_trend_sum[columns] += np.einsum("i,ij->j", trend, weighted)
+        self.weighted_sum[target] += weighted.sum(axis=0)
+        self.weighted_sq_sum[target] += np.einsum("ij,ij->j", weighted, change64)
+        self.weighted_trend_sum[target] += np.einsum("i,ij->j", trend, weighted)
 
     def _movers(self, change, columns, intervals, merge) -> None:
         """Per-interval top risers / fallers of this chunk, merged into the running lists."""
@@ -249,7 +261,7 @@ def scan_trace(
                     block[new_from:, chunk.group_order], chunk.group_starts, axis=1, dtype=np.float64
                 )
             if change.shape[1]:
-                acc.add_changes(change, change64, chunk.columns, intervals, len(chunks) > 1,
+                acc.add_changes(change, change64, chunk, intervals, len(chunks) > 1,
                                 weight, trend)
 
     trend_all = np.diff(acc.kept_sum) / max(1, n_kept)
