@@ -101,10 +101,15 @@ def has_trace(run_dir: str | Path) -> bool:
 
 def read_trace(run_dir: str | Path) -> Trace:
     """Memory-map the complete rows of run_dir/trace."""
-    trace_dir = Path(run_dir) / "trace"
-    meta_path = trace_dir / "meta.json"
-    if not meta_path.is_file():
+    if not (Path(run_dir) / "trace" / "meta.json").is_file():
         raise LmprobeError(f"{run_dir} has no trace (trace/meta.json missing)")
+    return read_trace_dir(Path(run_dir) / "trace")
+
+
+def read_trace_dir(trace_dir: str | Path) -> Trace:
+    """Memory-map the complete rows of a trace folder (meta.json, losses.bin, steps.bin)."""
+    trace_dir = Path(trace_dir)
+    meta_path = trace_dir / "meta.json"
     meta = json.loads(meta_path.read_text())
     n, dtype = int(meta["n_examples"]), np.dtype(meta["dtype"]).newbyteorder("<")
     steps_path, losses_path = trace_dir / "steps.bin", trace_dir / "losses.bin"

@@ -1,0 +1,39 @@
+"""The `lmprobe` console script: analysis of run directories and checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lmprobe.errors import LmprobeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lmprobe.commands import mine, sharpness
+
+    parser = argparse.ArgumentParser(prog="lmprobe", description="Opposing signals and sharpness in training runs.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in (mine, sharpness):
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        return args.run(args, console)
+    except LmprobeError as err:
+        errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `lmprobe` console script, one module each."""
