@@ -120,3 +120,24 @@ def test_regression_detrend_removes_any_multiple_of_the_trend():
     np.testing.assert_allclose(residuals, regress_out(noise, trend), atol=1e-9)
     each = regress_out_each(changes, np.repeat(trend[:, None], 3, axis=1))
     np.testing.assert_allclose(each, residuals, atol=1e-9)
+
+
+def test_streamed_movement_equals_the_weighted_residual_sum_of_squares():
+    from lmprobe.mining.clusters import idiosyncratic_variance
+
+    rng = np.random.default_rng(1)
+    changes, trend, scale = rng.normal(size=(30, 6)), rng.normal(size=30), rng.uniform(0.5, 2, 30)
+    weight = 1 / scale**2
+    streamed = idiosyncratic_variance(weight @ changes, weight @ changes**2, (weight * trend) @ changes,
+                                      trend, scale)
+    residuals = regress_out(changes, trend, scale)
+    np.testing.assert_allclose(streamed, (residuals**2).sum(axis=0), rtol=1e-9)
+
+
+def test_orthonormal_columns_span_the_input():
+    from lmprobe.mining.clusters import orthonormal_columns
+
+    matrix = np.random.default_rng(2).normal(size=(50, 6))
+    basis = orthonormal_columns(matrix)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(6), atol=1e-12)
+    np.testing.assert_allclose(basis @ (basis.T @ matrix), matrix, atol=1e-10)

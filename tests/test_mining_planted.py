@@ -106,3 +106,15 @@ def test_clustering_is_deterministic_for_a_seed():
     runs = [mine(trace.losses, trace.steps, trace.keys, n_clusters=5, cluster_top=600, seed=7)
             for _ in range(2)]
     assert runs[0].clusters.to_dict() == runs[1].clusters.to_dict()
+
+
+def test_screened_pair_search_matches_the_exhaustive_one(monkeypatch):
+    """Above EXACT_BUDGET pairs are screened first; the screen must not lose planted pairs."""
+    import lmprobe.mining.opposing as opposing
+
+    trace = planted_trace(60, 5000, n_pairs=6, pair_scale=0.06, seed=1)
+    exhaustive = mine(trace.losses, trace.steps, trace.keys, n_clusters=0)
+    monkeypatch.setattr(opposing, "EXACT_BUDGET", 0)
+    screened = mine(trace.losses, trace.steps, trace.keys, n_clusters=0)
+    assert exhaustive.pairs
+    assert [(p.key_a, p.key_b, p.z) for p in screened.pairs] == [(p.key_a, p.key_b, p.z) for p in exhaustive.pairs]

@@ -3,9 +3,10 @@
 1. Candidates: the `cluster_top` examples with the largest idiosyncratic movement — the std of
    their per-interval loss change after regressing out the global mean change — computed from
    sums gathered in the streaming pass, so only these columns are ever read again.
-2. Their changes are detrended the same way, scaled to unit length, and clustered with
-   k-means (Euclidean distance on unit vectors = correlation distance; anti-phased examples
-   land in different clusters).
+2. Their changes are detrended the same way, scaled to unit length, projected on their top
+   32-dimensional principal subspace (denoising, and k-means cost no longer grows with the
+   number of intervals) and clustered with k-means (Euclidean distance on unit vectors = correlation
+   distance; anti-phased examples land in different clusters).
 3. Each cluster is described by the key values most enriched in it:
    enrichment = (count in cluster / cluster size) / (count among all kept examples / kept),
    among values seen at least `min_count` times in the cluster.
@@ -45,6 +46,7 @@ from lmprobe.mining.topk import top_k_rows
 ENRICHED_PER_KEY = 3
 EXAMPLES_PER_CLUSTER = 5
 FOLD_BLOCKS = 8
+PRINCIPAL_COMPONENTS = 32
 
 
 @dataclass
@@ -157,10 +159,14 @@ def idiosyncratic_variance(
     """Per-example residual sum of squares of its changes, regressed on [1, trend] by weighted
     least squares with weights 1 / scale^2 — from the sums the streaming pass collected."""
     weight = 1.0 / scale**2
-    gram = np.array([[weight.sum(), weight @ trend], [weight @ trend, weight @ trend**2]])
-    moments = np.stack([weighted_sum, weighted_trend_sum])  # [2, examples]
-    explained = np.einsum("ie,ij,je->e", moments, np.linalg.pinv(gram), moments)
-    return np.maximum(weighted_sq_sum - explained, 0.0)
+    total, mean_trend = weight.sum(), (weight @ trend) / weight.sum()
+    spread = float(weight @ (trend - mean_trend) ** 2)
+    # Residual sum of squares = centred sum of squares - the part the trend explains.
+    centred_sq = weighted_sq_sum - weighted_sum**2 / total
+    if spread <= 0:
+        return np.maximum(centred_sq, 0.0)
+    centred_cross = weighted_trend_sum - mean_trend * weighted_sum
+    return np.maximum(centred_sq - centred_cross**2 / spread, 0.0)
 
 
 def select_candidates(movement: np.ndarray, keep: np.ndarray, count: int) -> np.ndarray:
@@ -188,6 +194,43 @@ def gather_columns(window: TraceWindow, columns: np.ndarray, chunk_cells: int) -
             block = window.losses[window.row_start + start : window.row_start + stop, col : col + width]
             out[start:stop, lo:hi] = np.asarray(block, dtype=np.float32)[:, columns[lo:hi] - col]
     return out
+
+
+def principal_subspace(points: np.ndarray, count: int, seed: int, power_steps: int = 3) -> np.ndarray:
+    """Coordinates of the (centred) rows of `points` in their top-`count` principal subspace.
+
+    Randomised subspace iteration (Halko, Martinsson & Tropp 2011): a few products and thin
+    orthonormalisations instead of an eigendecomposition, which costs O(cols^3) and is very
+    slow in a multithreaded LAPACK on a busy machine. Any orthonormal basis of the subspace gives the
+    same distances, so the coordinates are as good as the principal components for k-means.
+    """
+    centred = points - points.mean(axis=0)
+    rows, cols = centred.shape
+    if cols <= count:
+        return centred
+    sketch = centred @ np.random.default_rng(seed).standard_normal((cols, count))
+    for _ in range(power_steps):
+        sketch = centred @ (centred.T @ orthonormal_columns(sketch))
+    basis = orthonormal_columns(centred.T @ orthonormal_columns(sketch))
+    return centred @ basis
+
+
+def orthonormal_columns(matrix: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt with re-orthogonalisation (CGS2) on a thin matrix, in plain numpy.
+
+    Equivalent to the Q of a QR factorisation for the few columns used here; LAPACK's QR runs
+    two orders of magnitude slower when its threads compete with other work on the machine.
+    Columns that turn out dependent are left as zeros.
+    """
+    basis = np.zeros_like(matrix, dtype=np.float64)
+    for j in range(matrix.shape[1]):
+        vector = matrix[:, j].astype(np.float64)
+        for _ in range(2):
+            vector = vector - basis[:, :j] @ np.einsum("ij,i->j", basis[:, :j], vector)
+        norm = np.sqrt(vector @ vector)
+        if norm > 1e-12 * max(1.0, np.sqrt(np.einsum("i,i->", matrix[:, j], matrix[:, j]))):
+            basis[:, j] = vector / norm
+    return basis
 
 
 def fold_of_intervals(n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +305,7 @@ def cluster_movers(
     residuals = regress_out(changes, trend)  # loss units, for display
     fit, held_out = fold_of_intervals(n_intervals)
     unit, _ = unit_columns(standardised[fit] - standardised[fit].mean(axis=0))
-    points = unit.T
+    points = principal_subspace(unit.T, PRINCIPAL_COMPONENTS, seed)
     labels, centres, _ = kmeans(points, n_clusters, seed=seed)
 
     clusters = []

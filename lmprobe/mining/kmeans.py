@@ -1,7 +1,7 @@
 """Plain k-means (k-means++ seeding, Lloyd iterations) in numpy, deterministic given a seed.
 
 The products here are thin (k is small), a shape where multithreaded BLAS can be 10x slower
-than numpy's own einsum loops on a busy machine, so einsum and reduceat are used instead.
+than numpy's own einsum loops on a busy machine, so einsum and masked sums are used instead.
 """
 
 from __future__ import annotations
@@ -16,12 +16,7 @@ def _squared_distances(points: np.ndarray, centres: np.ndarray, point_norms: np.
 
 
 def _cluster_sums(points: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    sums = np.zeros((counts.size, points.shape[1]))
-    order = np.argsort(labels, kind="stable")
-    present = np.flatnonzero(counts)
-    starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
-    sums[present] = np.add.reduceat(points[order], starts, axis=0)
-    return sums
+    return np.stack([points[labels == j].sum(axis=0) for j in range(counts.size)])
 
 
 def _plus_plus(points: np.ndarray, k: int, rng: np.random.Generator, point_norms: np.ndarray) -> np.ndarray:

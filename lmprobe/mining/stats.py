@@ -57,15 +57,18 @@ def regress_out(changes: np.ndarray, trend: np.ndarray, scale: np.ndarray | None
 
     With `scale` (per interval) the fit is weighted least squares and the residuals are
     returned in standardised units, (c - a - b * trend) / scale: noise of constant size across
-    intervals, which is what the correlation test assumes.
+    intervals, which is what the correlation test assumes. Closed form (two regressors), no
+    LAPACK call.
     """
     changes = np.asarray(changes, dtype=np.float64)
     trend = np.asarray(trend, dtype=np.float64)
-    weight = np.ones(trend.size) if scale is None else 1.0 / np.asarray(scale, dtype=np.float64)
-    design = np.stack([weight, trend * weight], axis=1)
-    target = changes * weight[:, None]
-    coefficients, *_ = np.linalg.lstsq(design, target, rcond=None)
-    return target - design @ coefficients
+    weight = np.ones(trend.size) if scale is None else 1.0 / np.asarray(scale, dtype=np.float64) ** 2
+    total = weight.sum()
+    trend_c = trend - (weight @ trend) / total
+    change_c = changes - np.einsum("i,ij->j", weight, changes)[None, :] / total
+    spread = float(weight @ (trend_c * trend_c))
+    slope = np.einsum("i,ij->j", weight * trend_c, change_c) / spread if spread > 0 else np.zeros(changes.shape[1])
+    return (change_c - np.outer(trend_c, slope)) * np.sqrt(weight)[:, None]
 
 
 def regress_out_each(changes: np.ndarray, trends: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:

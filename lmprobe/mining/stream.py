@@ -34,7 +34,7 @@ from lmprobe.mining.inputs import TraceWindow
 from lmprobe.mining.stats import interval_scale
 from lmprobe.mining.topk import merge_top_k, top_and_bottom_k_rows
 
-DEFAULT_CHUNK_CELLS = 1 << 20
+DEFAULT_CHUNK_CELLS = 1 << 19
 
 
 @dataclass(frozen=True)
