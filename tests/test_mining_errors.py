@@ -108,3 +108,20 @@ def test_all_examples_non_finite():
     losses = np.full((3, 5), np.nan, np.float32)
     with pytest.raises(LmprobeError, match="every one of the 5 examples has a non-finite loss"):
         mine(losses, np.arange(3), keys_for(5))
+
+
+def test_memory_caps_keep_the_largest_groups_and_say_so(monkeypatch):
+    mine_module = __import__("sys").modules["lmprobe.mining.mine"]
+    import lmprobe.mining.clusters as clusters
+
+    from lmprobe.mining.synthetic import planted_trace
+
+    trace = planted_trace(20, 2000, n_pairs=2, seed=4)
+    full = mine(trace.losses, trace.steps, trace.keys, n_clusters=2, cluster_top=300)
+    monkeypatch.setattr(mine_module, "GROUP_CELLS", 20 * 10)
+    monkeypatch.setattr(clusters, "CLUSTER_CELLS", 19 * 100)
+    capped = mine(trace.losses, trace.steps, trace.keys, n_clusters=2, cluster_top=300)
+    assert len(full.groups) > 10 and len(capped.groups) == 10
+    assert [g.key for g in capped.groups] == [g.key for g in full.groups[:10]]
+    assert any("kept only the 10 largest groups" in w for w in capped.warnings)
+    assert capped.clusters.n_candidates == 100 and "capped at 100" in capped.clusters.note

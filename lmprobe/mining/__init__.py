@@ -18,10 +18,12 @@ What `mine(...)` returns (`MiningResult`):
 * clusters — beyond the paper: k-means on the detrended change trajectories of the top
   movers, each cluster described by its most enriched key values, plus opposing cluster pairs.
 
-Detrending: each series of changes is regressed on the global mean change (all kept
-examples) with an intercept, and the residual is used. Subtracting the global change instead
-would make a fast learner and a slow learner look anti-correlated. For the test (not for the
-score) intervals are standardised by the cross-sectional spread of the changes (weighted least
+Detrending: each group's series of mean changes is regressed, with an intercept, on the mean
+change of all kept examples outside the pair being tested, and the residual is used.
+Regression rather than subtraction: subtracting would make a fast learner and a slow learner
+look anti-correlated. Outside the pair: a trend containing the two groups themselves makes big
+groups (ten CIFAR classes) anti-correlated by construction. For the test (not the score)
+intervals are standardised by the cross-sectional spread of the changes (weighted least
 squares), since early training moves every loss far more than late training, and residuals
 are winsorised at 4 robust standard deviations against heavy-tailed single-example jumps.
 
@@ -37,11 +39,19 @@ when z < Phi^-1(alpha / n_tested) (one-sided, Bonferroni over every candidate pa
 noise yields no pair with probability about 1 - alpha. Groups need >= min_size members and the
 window >= 8 intervals. Cluster pairs use the same rule on intervals held out from k-means.
 
+Calibration, measured on synthetic nulls (25 traces of 60 x 5000 per noise model: i.i.d.,
+random-walk, Student-t, heavy-tailed random-walk, decaying noise; plus ten 10% classes
+by="target"): null z-scores have mean ~0, std ~1 and Gaussian tails, and with alpha = 0.5 the
+mean number of false pairs per trace was 0.28-0.60 for groups and 0.32-0.56 for clusters,
+i.e. about alpha as Bonferroni promises.
+
 Streaming: one pass over row blocks (whole rows when they fit in `chunk_cells`, column
 chunks otherwise), overlapping by one row, accumulating group sums, top-k movers, histogram
 counts and per-example sums; clustering re-reads only its candidate columns. Memory is
-O(chunk_cells + examples + records x groups), never the matrix. Examples with a non-finite
-loss in the window are skipped with a warning (the pass is redone without them).
+O(chunk_cells + examples + records x groups), never the matrix; the records x groups and
+intervals x cluster-candidates parts are capped (largest groups / top movers kept, with a
+note in `warnings`). Examples with a non-finite loss in the window are skipped with a
+warning (the pass is redone without them).
 
 Swings: intervals where both residual series move by more than one std, in opposite
 directions.

@@ -46,6 +46,7 @@ from lmprobe.mining.topk import top_k_rows
 ENRICHED_PER_KEY = 3
 EXAMPLES_PER_CLUSTER = 5
 FOLD_BLOCKS = 8
+CLUSTER_CELLS = 1 << 22  # intervals x candidates gathered at most (about 100 MiB of work arrays)
 PRINCIPAL_COMPONENTS = 32
 
 
@@ -291,7 +292,10 @@ def cluster_movers(
     """
     n_intervals = window.n_intervals
     n_kept = int(keep.sum())
-    candidates = select_candidates(movement, keep, cluster_top)
+    affordable = max(1, CLUSTER_CELLS // max(1, n_intervals))
+    candidates = select_candidates(movement, keep, min(cluster_top, affordable))
+    capped = (f"candidates capped at {affordable} (of cluster_top={cluster_top}) to bound memory"
+              f" over {n_intervals} intervals" if affordable < min(cluster_top, n_kept) else "")
     empty_test = PairTest(n_intervals, 0, alpha, bonferroni_threshold(alpha, 1))
     if n_clusters < 2 or candidates.size < 2 * n_clusters:
         note = f"no clustering: {candidates.size} candidate example(s) for {n_clusters} cluster(s)"
@@ -325,7 +329,7 @@ def cluster_movers(
     raw_means = np.stack([changes[:, labels == c.id].mean(axis=1) for c in clusters], axis=1)
     pairs, test = _opposing_clusters(clusters, raw_means, trend * n_kept, n_kept, scale,
                                      held_out, window.steps, alpha)
-    return Clusters(clusters, pairs, test, int(candidates.size))
+    return Clusters(clusters, pairs, test, int(candidates.size), capped)
 
 
 def _opposing_clusters(

@@ -18,6 +18,7 @@ from lmprobe.mining.result import MiningResult
 from lmprobe.mining.stream import DEFAULT_CHUNK_CELLS, TraceScan, scan_trace
 
 EXAMPLES_PER_GROUP = 5
+GROUP_CELLS = 1 << 25  # records x groups of per-record group sums kept at most (256 MiB)
 
 
 def _check_settings(top: int, min_size: int, alpha: float, bins: int, chunk_cells: int,
@@ -99,16 +100,23 @@ def mine(
     "feature", ...). by: key names joined by "-" that define groups; window=(A, B) keeps
     records with A <= step <= B. top: movers per interval; min_size: smallest group kept;
     alpha: family-wise error rate of the pair tests; n_clusters=0 switches clustering off.
+    Memory: O(chunk_cells + examples + records x groups); groups beyond GROUP_CELLS / records
+    (largest kept) and cluster candidates beyond CLUSTER_CELLS / intervals are dropped, with
+    a note in `warnings`.
     """
     _check_settings(top, min_size, alpha, bins, chunk_cells, n_clusters, cluster_top)
     trace = select_window(losses, steps, window)
     keys = validate_keys(keys, trace.n_examples)
     key_names = parse_by(by, keys)
     edges = sample_edges(trace, bins)
+    group_budget = max(1, GROUP_CELLS // trace.n_records)
     keep, index, scan = scan_finite(trace, keys, key_names, min_size=min_size,
-                                    max_groups=max_groups, top=top, edges=edges,
-                                    chunk_cells=chunk_cells)
+                                    max_groups=min(max_groups or group_budget, group_budget),
+                                    top=top, edges=edges, chunk_cells=chunk_cells)
     notes = []
+    if index.n_groups == group_budget and (max_groups is None or max_groups > group_budget):
+        notes.append(f"kept only the {group_budget} largest groups: {trace.n_records} records x"
+                     f" more groups would exceed the memory budget (pass max_groups, or a window)")
     skipped = np.flatnonzero(~keep)
     if skipped.size:
         notes.append(f"skipped {skipped.size} of {trace.n_examples} example(s) whose loss is not"
