@@ -1,9 +1,9 @@
 """Lanczos with full reorthogonalisation: the top-k eigenpairs of a symmetric operator.
 
-Each iteration costs one product. Full reorthogonalisation (two passes of classical
-Gram-Schmidt against every basis vector) keeps the basis orthonormal in float32, so no
-spurious copies of converged eigenvalues appear; it costs O(iterations * dim) memory, which is
-why `max_iter` stays modest. Convergence is judged on residuals: the Ritz pair (theta, y) has
+Each iteration costs one product. Full reorthogonalisation (two passes of Gram-Schmidt against
+every basis vector) keeps the basis orthonormal in float32, so no spurious copies of converged
+eigenvalues appear; it costs one stored vector per iteration (grown as needed, never
+preallocated), which is why `max_iter` stays modest. Convergence is judged on residuals: the Ritz pair (theta, y) has
 ||H y - theta y|| = beta_j |s_j|, computed for free from the tridiagonal matrix, and we stop when
 that is below `tol` times the largest |Ritz value| for each of the k wanted pairs. The
 eigenvalue error is then at most that residual (and usually about its square over the gap).
@@ -64,9 +64,8 @@ def lanczos(
     start_products = operator.n_products
     dim, dtype, device = operator.dim, operator.dtype, operator.device
     steps = min(max_iter, dim)
-    basis = torch.empty(steps + 1, dim, dtype=dtype, device=device)
     q = seeded_vector(dim, seed, dtype, device)
-    basis[0] = q / torch.linalg.vector_norm(q)
+    basis = [q / torch.linalg.vector_norm(q)]
     alphas: list[float] = []
     betas: list[float] = []
     history: list[list[float]] = []
@@ -78,9 +77,9 @@ def lanczos(
         w -= alpha * basis[j]
         if j > 0:
             w -= betas[-1] * basis[j - 1]
-        active = basis[: j + 1]
-        for _ in range(2):
-            w -= active.T @ (active @ w)
+        for _ in range(2):  # modified Gram-Schmidt, twice: no stacked copy of the basis
+            for q in basis:
+                w -= torch.dot(q, w) * q
         beta = float(torch.linalg.vector_norm(w))
         alphas.append(alpha)
         theta, S = torch.linalg.eigh(_tridiagonal(alphas, betas))
@@ -94,12 +93,14 @@ def lanczos(
             break
         if j + 1 < steps:
             betas.append(beta)
-            basis[j + 1] = w / beta
+            basis.append(w / beta)
     n = len(alphas)
     eigenvectors = None
     if return_eigenvectors:
         coefficients = S[:, wanted].to(device=device, dtype=dtype)
-        eigenvectors = basis[:n].T @ coefficients
+        eigenvectors = torch.zeros(dim, len(wanted), dtype=dtype, device=device)
+        for i in range(n):
+            eigenvectors += basis[i][:, None] * coefficients[i]
         eigenvectors /= torch.linalg.vector_norm(eigenvectors, dim=0, keepdim=True)
     return EigenResult(
         eigenvalues=theta[wanted].tolist(),

@@ -76,10 +76,12 @@ def _check_autograd_available() -> None:
 class HessianOperator:
     """H v for the loss averaged over `batches` (this process's shard), w.r.t. one parameter block.
 
-    The operator is a snapshot of a definition, not of values: each product uses the parameters as
-    they are now. With `cache_graph=True` the per-batch gradient graphs are built once and reused
-    (each product is then one double-backward pass, ~1.4x faster, at the memory cost of holding
-    every batch's graph); they are rebuilt automatically if a parameter is modified in place.
+    The operator is a definition, not a snapshot: each product uses the parameters as they are now.
+    Gradient graphs: a product needs each batch's gradient built with `create_graph=True`, then one
+    double-backward pass through it. With `cache_graph=True` those graphs are built once and reused
+    (measured ~1.4x faster per product, see BENCHMARKS.md) and rebuilt if a parameter is modified in
+    place; the cost is holding every local batch's graph at once. The default (None) caches exactly
+    when this process has one batch: then the cache costs no memory beyond a single product's peak.
     `loss_fn` receives the unwrapped model (DDP forward hooks stay quiet) and must move the batch
     to the right device itself. `train=True` measures in train mode (see `lmprobe.hessian.modes`).
     """
@@ -92,16 +94,16 @@ class HessianOperator:
         *,
         block: str | None = None,
         train: bool = True,
-        cache_graph: bool = False,
+        cache_graph: bool | None = None,
         process_group: dist.ProcessGroup | None = None,
     ) -> None:
         _check_autograd_available()
         self.model = unwrap_model(model)
         self.loss_fn = loss_fn
         self.batches = list(batches)
+        self.cache_graph = len(self.batches) == 1 if cache_graph is None else cache_graph
         self.block = block
         self.train = train
-        self.cache_graph = cache_graph
         self.process_group = process_group
         named = select_parameters(self.model, block)
         self.param_names = [name for name, _ in named]

@@ -29,7 +29,7 @@ def measure_sharpness(
     max_iter: int = 100,
     seed: int = 0,
     train: bool = True,
-    cache_graph: bool = False,
+    cache_graph: bool | None = None,
     process_group: dist.ProcessGroup | None = None,
 ) -> dict[str, Any]:
     """Top-k Hessian eigenvalues of the loss averaged over fixed `batches`, by Lanczos.
