@@ -46,7 +46,7 @@ from lmprobe.mining.topk import top_k_rows
 ENRICHED_PER_KEY = 3
 EXAMPLES_PER_CLUSTER = 5
 FOLD_BLOCKS = 8
-CLUSTER_CELLS = 1 << 22  # intervals x candidates gathered at most (about 100 MiB of work arrays)
+CLUSTER_CELLS = 1 << 21  # intervals x candidates gathered at most (tens of MiB of work arrays)
 PRINCIPAL_COMPONENTS = 32
 
 
@@ -304,15 +304,17 @@ def cluster_movers(
     losses = gather_columns(window, candidates, chunk_cells)
     if not np.isfinite(losses).all():  # the caller drops non-finite examples first
         raise ValueError("non-finite losses among cluster candidates")
-    changes = np.diff(losses.astype(np.float64), axis=0)
-    standardised = winsorise(regress_out(changes, trend, scale))  # [I, C]: clustered and tested
-    residuals = regress_out(changes, trend)  # loss units, for display
+    changes = np.diff(losses, axis=0).astype(np.float64)
+    del losses
     fit, held_out = fold_of_intervals(n_intervals)
-    unit, _ = unit_columns(standardised[fit] - standardised[fit].mean(axis=0))
+    standardised = winsorise(regress_out(changes, trend, scale)[fit])  # [fit intervals, C]
+    unit, _ = unit_columns(standardised - standardised.mean(axis=0))
+    del standardised
     points = principal_subspace(unit.T, PRINCIPAL_COMPONENTS, seed)
+    del unit
     labels, centres, _ = kmeans(points, n_clusters, seed=seed)
 
-    clusters = []
+    clusters, raw_means = [], []
     for cid in range(centres.shape[0]):
         inside = np.flatnonzero(labels == cid)
         if inside.size == 0:
@@ -320,13 +322,15 @@ def cluster_movers(
         distance = np.sum((points[inside] - centres[cid]) ** 2, axis=1)
         closest = inside[np.lexsort((candidates[inside], distance))][:EXAMPLES_PER_CLUSTER]
         members = candidates[inside]
+        raw_means.append(changes[:, inside].mean(axis=1))
         clusters.append(Cluster(
             id=cid, size=int(inside.size), members=members,
-            mean_change=residuals[:, inside].mean(axis=1),
+            # Regression is linear: the mean of members' residuals is the mean's residual.
+            mean_change=regress_out(raw_means[-1][:, None], trend)[:, 0],
             examples=candidates[closest],
             enriched=describe_cluster(members, keys, keep, min_count),
         ))
-    raw_means = np.stack([changes[:, labels == c.id].mean(axis=1) for c in clusters], axis=1)
+    raw_means = np.stack(raw_means, axis=1)
     pairs, test = _opposing_clusters(clusters, raw_means, trend * n_kept, n_kept, scale,
                                      held_out, window.steps, alpha)
     return Clusters(clusters, pairs, test, int(candidates.size), capped)

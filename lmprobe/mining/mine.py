@@ -123,7 +123,8 @@ def mine(
                      f" finite somewhere in steps {trace.steps[0]}..{trace.steps[-1]}")
         warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
 
-    mean_loss = scan.group_sum / np.maximum(index.sizes, 1)[None, :]
+    mean_loss = scan.group_sum  # in place: records x groups may be the largest array here
+    mean_loss /= np.maximum(index.sizes, 1)[None, :]
     movement = idiosyncratic_variance(scan.weighted_sum, scan.weighted_sq_sum,
                                       scan.weighted_trend_sum, scan.trend, scan.scale)
     shown = _group_examples_to_show(index, movement)

@@ -159,42 +159,48 @@ def _pairs_within(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return members[first].astype(np.int64), members[first + 1 + offset].astype(np.int64)
 
 
-def _screen(standardised: np.ndarray, blocks: list[np.ndarray], n_intervals: int, *,
-            cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+def _screen(changes: np.ndarray, trend: np.ndarray, scale: np.ndarray, blocks: list[np.ndarray],
+            *, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (a < b) whose common-trend Fisher z, without Bartlett's factor, is
     below `cutoff`. Bartlett's factor only ever shrinks |z|, so leaving it out lets through a
     superset of the pairs that pass with it; the exact test decides afterwards.
 
-    Small blocks of equal size are stacked and handled with batched products; large ones in
-    tiles of at most _TILE x _TILE pairs, so memory stays small for any number of groups.
+    Groups are detrended and standardised a batch at a time (every step is per column), small
+    blocks of equal size stacked and handled with batched products, large blocks in tiles of
+    at most _TILE x _TILE pairs: memory stays O(intervals x batch) for any number of groups.
     float32 suffices: a pair near the screen's cutoff is far from the test's threshold.
     """
-    unit = unit_columns(standardised)[0].astype(np.float32)
+    n_intervals = changes.shape[0]
+
+    def unit_of(groups: np.ndarray) -> np.ndarray:  # [intervals, len(groups)]
+        standardised = winsorise(regress_out(changes[:, groups], trend, scale))
+        return unit_columns(standardised)[0].astype(np.float32)
+
     corr_cutoff = np.float32(np.tanh(cutoff / np.sqrt(max(1, n_intervals - PARTIAL_DOF))))
-    small = [b for b in blocks if b.size <= _SMALL_BLOCK]
-    large = [b for b in blocks if b.size > _SMALL_BLOCK]
     found_a, found_b = [], []
     by_size: dict[int, list[np.ndarray]] = {}
-    for block in small:
-        by_size.setdefault(block.size, []).append(block)
+    for block in blocks:
+        if block.size <= _SMALL_BLOCK:
+            by_size.setdefault(block.size, []).append(block)
     for size, same in by_size.items():
         upper_r, upper_c = np.triu_indices(size, 1)
         step = max(1, _BATCH_CELLS // (size * max(size, n_intervals)))
         for start in range(0, len(same), step):
             groups = np.stack(same[start : start + step])  # [blocks, size]
-            vectors = unit.T[groups]  # [blocks, size, intervals]
+            vectors = unit_of(groups.ravel()).T.reshape(groups.shape[0], size, n_intervals)
             corr = np.matmul(vectors, vectors.transpose(0, 2, 1))[:, upper_r, upper_c]
             hit = corr < corr_cutoff
             found_a.append(groups[:, upper_r][hit])
             found_b.append(groups[:, upper_c][hit])
-    for block in large:
+    for block in (b for b in blocks if b.size > _SMALL_BLOCK):
         for row_start in range(0, block.size - 1, _TILE):
             rows = block[row_start : row_start + _TILE]
+            row_unit = unit_of(rows)
             for col_start in range(row_start + 1, block.size, _TILE):
                 cols = block[col_start : col_start + _TILE]
                 # Pair (row i, col j) is new only if col j comes after row i in the block.
                 wanted = (col_start + np.arange(cols.size))[None, :] > (row_start + np.arange(rows.size))[:, None]
-                wanted &= (unit[:, rows].T @ unit[:, cols]) < corr_cutoff
+                wanted &= (row_unit.T @ unit_of(cols)) < corr_cutoff
                 hit_r, hit_c = np.nonzero(wanted)
                 found_a.append(rows[hit_r])
                 found_b.append(cols[hit_c])
@@ -253,8 +259,7 @@ def find_opposing_pairs(
     if n_tested * n_intervals <= EXACT_BUDGET:
         pair_a, pair_b = _pairs_within(blocks)
     else:
-        standardised = winsorise(regress_out(changes, trend, scale))
-        pair_a, pair_b = _screen(standardised, blocks, n_intervals, cutoff=-SCREEN_FRACTION * threshold)
+        pair_a, pair_b = _screen(changes, trend, scale, blocks, cutoff=-SCREEN_FRACTION * threshold)
         heavy = [b for b in blocks if b.size > 1 and (np.sort(sizes[b])[-2:].sum() > HEAVY_PAIR * n_total)]
         if heavy:
             heavy_a, heavy_b = _pairs_within(heavy)
