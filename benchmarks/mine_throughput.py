@@ -152,7 +152,7 @@ def main() -> None:
                  "Mcells/s", "ns/cell", "with clustering s", "heap peak MiB", "matrix MiB"):
         table.add_column(name, justify="right")
     for r in rows:
-        table.add_row(f"{r['cells']:.0e}", str(r["examples"]), str(r["groups"]), str(r["tested"]),
+        table.add_row(f"{r['cells']:.2g}", str(r["examples"]), str(r["groups"]), str(r["tested"]),
                       str(r["pairs"]), f"{r['seconds']:.2f}", f"{r['cells'] / r['seconds'] / 1e6:.1f}",
                       f"{1e9 * r['seconds'] / r['cells']:.0f}", f"{r['cluster_seconds']:.2f}",
                       f"{r['peak'] / 2**20:.0f}", f"{r['cells'] * 4 / 2**20:.0f}")
