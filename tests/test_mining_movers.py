@@ -141,3 +141,14 @@ def test_orthonormal_columns_span_the_input():
     basis = orthonormal_columns(matrix)
     np.testing.assert_allclose(basis.T @ basis, np.eye(6), atol=1e-12)
     np.testing.assert_allclose(basis @ (basis.T @ matrix), matrix, atol=1e-10)
+
+
+def test_find_movers_needs_no_keys_and_agrees_with_mine(small):
+    from lmprobe.mining import find_movers
+
+    losses, steps, keys = small
+    movers, histogram = find_movers(losses, steps, top=4, chunk_cells=40)
+    full = mine(losses, steps, keys, top=4, n_clusters=0)
+    np.testing.assert_array_equal(movers.riser_index, full.movers.riser_index)
+    np.testing.assert_array_equal(movers.window_faller_index, full.movers.window_faller_index)
+    np.testing.assert_array_equal(histogram.counts, full.histogram.counts)

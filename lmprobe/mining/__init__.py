@@ -61,7 +61,7 @@ from lmprobe.mining.clusters import Cluster, ClusterPair, Clusters, Enrichment, 
 from lmprobe.mining.groups import Group, GroupIndex, group_examples
 from lmprobe.mining.histogram import Histogram
 from lmprobe.mining.inputs import TraceWindow, parse_by, select_window, validate_keys
-from lmprobe.mining.mine import mine
+from lmprobe.mining.mine import find_movers, mine
 from lmprobe.mining.movers import Movers
 from lmprobe.mining.opposing import OpposingPair, PairTest, Swing, find_opposing_pairs
 from lmprobe.mining.result import MiningResult
@@ -71,6 +71,6 @@ from lmprobe.mining.stream import TraceScan, scan_trace
 __all__ = [
     "Cluster", "ClusterPair", "Clusters", "Enrichment", "Group", "GroupIndex", "Histogram",
     "MiningResult", "Movers", "OpposingPair", "PairTest", "Swing", "TraceScan", "TraceWindow",
-    "cluster_movers", "find_opposing_pairs", "group_examples", "mine", "parse_by",
+    "cluster_movers", "find_movers", "find_opposing_pairs", "group_examples", "mine", "parse_by",
     "regress_out", "scan_trace", "select_window", "validate_keys",
 ]

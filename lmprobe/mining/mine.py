@@ -10,7 +10,7 @@ import numpy as np
 from lmprobe.errors import LmprobeError
 from lmprobe.mining.clusters import cluster_movers, idiosyncratic_variance
 from lmprobe.mining.groups import Group, GroupIndex, group_examples
-from lmprobe.mining.histogram import sample_edges
+from lmprobe.mining.histogram import Histogram, sample_edges
 from lmprobe.mining.inputs import TraceWindow, parse_by, select_window, validate_keys
 from lmprobe.mining.movers import Movers, window_movers
 from lmprobe.mining.opposing import DEFAULT_ALPHA, find_opposing_pairs
@@ -74,6 +74,34 @@ def _group_examples_to_show(index: GroupIndex, movement: np.ndarray) -> list[np.
     order = grouped[np.lexsort((grouped, -movement[grouped], index.group_of[grouped]))]
     bounds = np.cumsum(index.sizes)[:-1]
     return [part[:EXAMPLES_PER_GROUP] for part in np.split(order, bounds)] if index.n_groups else []
+
+
+def find_movers(
+    losses: Any,
+    steps: Any,
+    *,
+    window: tuple[int, int] | None = None,
+    top: int = 20,
+    bins: int = 64,
+    chunk_cells: int = DEFAULT_CHUNK_CELLS,
+) -> tuple[Movers, Histogram]:
+    """Only the movers and the histogram of loss changes: no keys needed, one streaming pass."""
+    _check_settings(top, 1, 0.5, bins, chunk_cells, 0, 0)
+    trace = select_window(losses, steps, window)
+    keys = {"example": np.arange(trace.n_examples)}
+    edges = sample_edges(trace, bins)
+    keep, _, scan = scan_finite(trace, keys, ("example",), min_size=trace.n_examples + 1,
+                                max_groups=None, top=top, edges=edges, chunk_cells=chunk_cells)
+    if not keep.all():
+        warnings.warn(f"skipped {int((~keep).sum())} of {trace.n_examples} example(s) whose loss"
+                      " is not finite somewhere in the window", RuntimeWarning, stacklevel=2)
+    movers = Movers(
+        step_from=trace.steps[:-1].copy(), step_to=trace.steps[1:].copy(),
+        riser_index=scan.riser_index, riser_change=scan.riser_change,
+        faller_index=scan.faller_index, faller_change=scan.faller_change,
+        **window_movers(trace, scan, keep, top),
+    )
+    return movers, scan.histogram
 
 
 def mine(

@@ -161,8 +161,9 @@ def clusters_table(
     """Clusters of the top movers: enriched key values, example contexts, opposing clusters."""
     clusters = result.clusters
     label = key_label or default_key_label
+    notes = [clusters.note, clusters.test.note] if clusters is not None else []
     table = Table(title="Clusters of top movers (by detrended loss-change trajectory)",
-                  caption=(clusters.note if clusters and clusters.note else None), show_lines=True)
+                  caption="; ".join(n for n in notes if n) or None, show_lines=True)
     for name in ("cluster", "size", "enriched keys (x enrichment, count/total)", "examples", "opposes"):
         table.add_column(name, overflow="fold")
     if clusters is None:
