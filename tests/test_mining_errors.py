@@ -125,3 +125,12 @@ def test_memory_caps_keep_the_largest_groups_and_say_so(monkeypatch):
     assert [g.key for g in capped.groups] == [g.key for g in full.groups[:10]]
     assert any("kept only the 10 largest groups" in w for w in capped.warnings)
     assert capped.clusters.n_candidates == 100 and "capped at 100" in capped.clusters.note
+
+
+def test_open_ended_window():
+    losses = np.random.default_rng(0).random((5, 10)).astype(np.float32)
+    steps = np.array([0, 10, 20, 30, 40])
+    assert mine(losses, steps, keys_for(10), window=(20, None), n_clusters=0).steps.tolist() == [20, 30, 40]
+    assert mine(losses, steps, keys_for(10), window=(None, 10), n_clusters=0).steps.tolist() == [0, 10]
+    with pytest.raises(LmprobeError, match=r"window steps=\(40, \) selects 1 record"):
+        mine(losses, steps, keys_for(10), window=(40, None))

@@ -56,7 +56,7 @@ def select_window(
 
     A record counts only when both its loss row and its step exist: the trainer appends the
     loss row first, so a reader may see one more loss row than steps while a run is going.
-    `window=(A, B)` keeps rows with A <= step <= B.
+    `window=(A, B)` keeps rows with A <= step <= B; None for either end leaves it open.
     """
     losses = _as_2d(losses)
     steps = np.asarray(steps).reshape(-1)
@@ -82,15 +82,16 @@ def select_window(
     row_start, row_stop = 0, n_records
     if window is not None:
         try:
-            lo, hi = (int(v) for v in window)
+            lo, hi = (None if v is None else int(v) for v in window)
         except (TypeError, ValueError):
             raise LmprobeError(f"window must be a pair of steps (A, B), got {window!r}") from None
-        row_start = int(np.searchsorted(steps, lo, side="left"))
-        row_stop = int(np.searchsorted(steps, hi, side="right"))
+        row_start = 0 if lo is None else int(np.searchsorted(steps, lo, side="left"))
+        row_stop = n_records if hi is None else int(np.searchsorted(steps, hi, side="right"))
         selected = max(0, row_stop - row_start)
         if selected < 2:
+            shown = f"({'' if lo is None else lo}, {'' if hi is None else hi})"
             raise LmprobeError(
-                f"the window steps=({lo}, {hi}) selects {selected} record(s) (the trace covers"
+                f"the window steps={shown} selects {selected} record(s) (the trace covers"
                 f" steps {steps[0]}..{steps[-1]}); mining needs at least 2 — widen the window"
             )
     return TraceWindow(
