@@ -1,7 +1,36 @@
-"""Tests run offline and single-threaded enough to be deterministic on a 2-core machine."""
+"""Shared fixtures. Tests run offline; one tiny training run serves every analysis test."""
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY_STEPS = 16
+TINY = f"""
+model: {{n_layer: 1, n_head: 2, n_embd: 32}}
+data: {{source: sample, tokenizer: gpt2, block_size: 32, max_tokens: 60000}}
+optim: {{name: adamw, lr: 3.0e-3, warmup_steps: 2}}
+train: {{steps: {TINY_STEPS}, batch_size: 8, log_every: 2, eval_every: 8, eval_batches: 2, checkpoint_every: 4}}
+trace: {{every: 2, n_sequences: 6, batch_size: 4}}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_config, tmp_path_factory) -> Path:
+    """A finished 16-step run: 9 trace records, checkpoints at 4, 8, 12, 16."""
+    from lmprobe.lm.train_cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["--config", str(tiny_config), "--name", "tiny", "--no-progress", f"out_dir={out}"]) == 0
+    return out / "tiny"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lmprobe.lm.train_cli import main
+from tests.conftest import TINY_STEPS
 from lmprobe.trace import read_trace
 from lmprobe.train.checkpoint import list_checkpoints
 from lmprobe.train.metrics_log import read_metrics
@@ -22,27 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN_LM = ROOT / "cli" / "train_lm.py"
 TIMING_KEYS = {"tokens_per_s"}
 
-TINY = """
-model: {n_layer: 1, n_head: 2, n_embd: 32}
-data: {source: sample, tokenizer: gpt2, block_size: 32, max_tokens: 60000}
-optim: {name: adamw, lr: 3.0e-3, warmup_steps: 2}
-train: {steps: 12, batch_size: 8, log_every: 2, eval_every: 6, eval_batches: 2, checkpoint_every: 4}
-trace: {every: 2, n_sequences: 6, batch_size: 4}
-"""
-
 
 @pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text(TINY)
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference_run(tiny_config, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    assert main(["--config", str(tiny_config), "--name", "ref", "--no-progress", f"out_dir={out}"]) == 0
-    return out / "ref"
+def reference_run(tiny_run) -> Path:
+    return tiny_run
 
 
 def without_timings(records: list[dict]) -> list[dict]:
@@ -53,22 +37,22 @@ def test_run_directory_is_complete(reference_run):
     run = reference_run
     assert (run / "config.yaml").is_file() and (run / "data.json").is_file()
     metrics = read_metrics(run / "metrics.jsonl")
-    assert [m["step"] for m in metrics] == [2, 4, 6, 8, 10, 12]
+    assert [m["step"] for m in metrics] == list(range(2, TINY_STEPS + 1, 2))
     assert all(np.isfinite(m["loss"]) for m in metrics)
     evals = [m for m in metrics if "val_loss" in m]
-    assert [m["step"] for m in evals] == [6, 12]
+    assert [m["step"] for m in evals] == [8, 16]
     assert evals[-1]["val_ppl"] == pytest.approx(np.exp(evals[-1]["val_loss"]))
     assert metrics[-1]["loss"] < metrics[0]["loss"]
 
     trace = read_trace(run)
     probe = np.load(run / "probe" / "probe.npz")
-    assert trace.steps.tolist() == [0, 2, 4, 6, 8, 10, 12]
+    assert trace.steps.tolist() == list(range(0, TINY_STEPS + 1, 2))
     assert trace.n_examples == len(probe["target"]) == 6 * 31
     assert trace.losses.mean(axis=1)[-1] < trace.losses.mean(axis=1)[0]
     assert (run / "probe" / "tokenizer" / "tokenizer.json").is_file()
 
-    assert [s for s, _ in list_checkpoints(run)] == [4, 8, 12]
-    last = run / "checkpoints" / "step-000012"
+    assert [s for s, _ in list_checkpoints(run)] == [4, 8, 12, 16]
+    last = run / "checkpoints" / "step-000016"
     assert (last / "model.safetensors").is_file() and (last / "tokenizer.json").is_file()
     from transformers import GPT2LMHeadModel
 
@@ -79,7 +63,7 @@ def test_run_directory_is_complete(reference_run):
 def test_probe_row_matches_a_fresh_evaluation_of_the_checkpoint(reference_run):
     from lmprobe.lm.runview import load_model, probe_losses, run_probe
 
-    row = probe_losses(load_model(reference_run / "checkpoints" / "step-000012"), run_probe(reference_run))
+    row = probe_losses(load_model(reference_run / "checkpoints" / "step-000016"), run_probe(reference_run))
     np.testing.assert_allclose(read_trace(reference_run).losses[-1], row, rtol=1e-4, atol=1e-5)
 
 
@@ -102,7 +86,7 @@ def test_sigkill_then_resume_gives_the_same_trace_and_metrics(tiny_config, refer
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     killed = tmp_path / "killed"
-    assert read_trace(killed).steps.max() < 12  # it really was cut short
+    assert read_trace(killed).steps.max() < TINY_STEPS  # it really was cut short
     assert main(["--resume", str(killed), "--no-progress"]) == 0
 
     ref, resumed = read_trace(reference_run), read_trace(killed)
@@ -127,7 +111,7 @@ def test_two_processes_train_the_same_model_as_one(tiny_config, reference_run, t
     np.testing.assert_allclose([m["loss"] for m in m2], [m["loss"] for m in m1], rtol=1e-4)
     # only the main process wrote: one line per logged step, one set of checkpoints
     assert len(m2) == len(m1)
-    assert [s for s, _ in list_checkpoints(tmp_path / "two")] == [4, 8, 12]
+    assert [s for s, _ in list_checkpoints(tmp_path / "two")] == [4, 8, 12, 16]
 
 
 # ----------------------------------------------------------------------------- bad input

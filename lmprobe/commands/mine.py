@@ -73,7 +73,8 @@ def run(args: argparse.Namespace, console) -> int:
     if args.json:
         print(to_json(result, describe, indent=1))
         return 0
-    console.print(f"[bold]{source}[/]: {len(steps)} records x {losses.shape[1]:,} probe examples", highlight=False)
+    console.print(f"[bold]{source}[/]: {len(steps)} records x {losses.shape[1]:,} probe examples",
+                  highlight=False, soft_wrap=True)
     if args.by == "cluster":
         console.print(clusters_table(result, describe, key_label))
     else:
@@ -92,7 +93,8 @@ def load_losses(subject: Subject, args, console) -> tuple[np.ndarray, np.ndarray
             trace = read_trace(run_dir)
             if trace.incomplete:
                 console.print(f"[yellow]warning:[/] the trace of {run_dir} ends in an incomplete record "
-                              f"(an interrupted run?); mining its {trace.n_records} complete records")
+                              f"(an interrupted run?); mining its {trace.n_records} complete records",
+                              soft_wrap=True)
             return trace.losses, trace.steps, f"trace of {run_dir}"
         checkpoints = list_checkpoints(run_dir)
         if len(checkpoints) < 2:
@@ -185,7 +187,12 @@ def describers(probe: TextProbe, tokenizer):
 
 
 def _progress(console, what: str):
+    """Progress goes to stderr, so --json output stays clean."""
+    from rich.console import Console
+
+    stderr = Console(stderr=True)
+
     def report(done: int, total: int) -> None:
-        console.print(f"{what}: {done}/{total}", end="\r" if done < total else "\n", highlight=False)
+        stderr.print(f"{what}: {done}/{total}", end="\r" if done < total else "\n", highlight=False)
 
     return report
