@@ -38,6 +38,7 @@ def build_gpt2(cfg: ModelConfig, vocab_size: int, block_size: int, eos_id: int |
         # GPT-2's tanh-approximate GELU, computed by one fused kernel instead of
         # transformers' six-op "gelu_new" composite (same function, fewer saved activations)
         activation_function="gelu_pytorch_tanh",
+        use_cache=False,  # training and probing never decode: no key/value cache to build
     )
     return GPT2LMHeadModel(config)
 
@@ -50,11 +51,11 @@ def token_losses(model: nn.Module, input_ids: torch.Tensor,
     positions per sequence that skips most of the (vocabulary-sized) logits.
     """
     if mask is None:
-        logits = model(input_ids=input_ids).logits
+        logits = model(input_ids=input_ids, use_cache=False).logits
         targets = F.pad(input_ids[:, 1:], (0, 1), value=-100)  # no copy of the logits
         losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
         return losses.view(input_ids.shape)[:, :-1]
-    hidden = model.base_model(input_ids=input_ids).last_hidden_state[:, :-1][mask]
+    hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1][mask]
     logits = model.get_output_embeddings()(hidden)
     return F.cross_entropy(logits.float(), input_ids[:, 1:][mask], reduction="none")
 
@@ -107,7 +108,7 @@ class LMTask:
 
     # --- losses ----------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+        return model(input_ids=batch["input_ids"], labels=batch["input_ids"], use_cache=False).loss
 
     def example_losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return token_losses(model, batch["input_ids"])
