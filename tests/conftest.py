@@ -10,9 +10,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TINY_STEPS = 16
+TINY_DOCUMENTS = 60
 TINY = f"""
 model: {{n_layer: 1, n_head: 2, n_embd: 32}}
-data: {{source: sample, tokenizer: gpt2, block_size: 32, max_tokens: 60000}}
+data: {{source: CORPUS, tokenizer: bpe-512, block_size: 32}}
 optim: {{name: adamw, lr: 3.0e-3, warmup_steps: 2}}
 train: {{steps: {TINY_STEPS}, batch_size: 8, log_every: 2, eval_every: 8, eval_batches: 2, checkpoint_every: 4}}
 trace: {{every: 2, n_sequences: 6, batch_size: 4}}
@@ -20,9 +21,24 @@ trace: {{every: 2, n_sequences: 6, batch_size: 4}}
 
 
 @pytest.fixture(scope="session")
-def tiny_config(tmp_path_factory) -> Path:
+def tiny_corpus(tmp_path_factory) -> Path:
+    """The first documents of the bundled sample as a local .jsonl: small enough that a 512-token
+    BPE trains in a second and the output head stays cheap."""
+    import json
+
+    from lmprobe.data import iter_documents
+
+    path = tmp_path_factory.mktemp("corpus") / "tiny.jsonl"
+    with open(path, "w") as f:
+        for text in iter_documents("sample", max_documents=TINY_DOCUMENTS):
+            f.write(json.dumps({"text": text[:20000]}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory, tiny_corpus) -> Path:
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text(TINY)
+    path.write_text(TINY.replace("CORPUS", str(tiny_corpus)))
     return path
 
 

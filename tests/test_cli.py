@@ -85,12 +85,12 @@ def test_mine_checkpoint_uses_its_neighbours(tiny_run, capsys):
     assert "checkpoints 4..12 around step-000008" in out
 
 
-def test_mine_lone_checkpoint_by_lookahead(tiny_run, tmp_path, capsys):
+def test_mine_lone_checkpoint_by_lookahead(tiny_run, tiny_corpus, tmp_path, capsys):
     lone = tmp_path / "lone"
     shutil.copytree(tiny_run / "checkpoints" / "step-000016", lone)
     code, _, err = run_cli(["mine", "--checkpoint", str(lone)], capsys)
     assert code == 2 and "--data" in err
-    code, out, err = run_cli(["mine", "--checkpoint", str(lone), "--data", "sample", "--lookahead", "9",
+    code, out, err = run_cli(["mine", "--checkpoint", str(lone), "--data", str(tiny_corpus), "--lookahead", "9",
                               "--lr", "0.1", "--json"], capsys)
     assert code == 0, err
     data = json.loads(out)
@@ -125,7 +125,7 @@ def test_mine_interrupted_trace_uses_complete_rows(tiny_run, tmp_path, capsys):
     assert "incomplete record" in out and "9 complete records" in out
 
 
-def test_mine_vocabulary_mismatch(tmp_path, capsys):
+def test_mine_vocabulary_mismatch(tiny_corpus, tmp_path, capsys):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from lmprobe.data import GPT2_DIR
@@ -134,7 +134,7 @@ def test_mine_vocabulary_mismatch(tmp_path, capsys):
     GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(folder)
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(Path(GPT2_DIR) / name, folder / name)
-    code, _, err = run_cli(["mine", "--checkpoint", str(folder), "--data", "sample"], capsys)
+    code, _, err = run_cli(["mine", "--checkpoint", str(folder), "--data", str(tiny_corpus)], capsys)
     assert code == 2 and "vocabulary of 300" in err
 
 

@@ -201,13 +201,19 @@ class Trainer:
             self.trace_writer.append(step, row)
 
     def evaluate(self) -> dict[str, float]:
-        """Validation loss and perplexity over a fixed prefix of the validation split."""
+        """Validation loss and perplexity on a fixed subset spread evenly over the held-out split.
+
+        Evenly spaced rather than a prefix: held-out examples come in document order, and a
+        prefix can be one long, atypical document.
+        """
         bs = self.cfg.train.batch_size
-        n_examples = min(self.task.n_val(), self.cfg.train.eval_batches * bs)
-        n_batches = -(-n_examples // bs)
+        n_val = self.task.n_val()
+        n_examples = min(n_val, self.cfg.train.eval_batches * bs)
+        chosen = np.unique(np.linspace(0, n_val - 1, n_examples).round().astype(np.int64))
+        n_batches = -(-len(chosen) // bs)
         nll = self._sharded_losses(
             n_batches,
-            lambda b: self.task.val_batch(np.arange(b * bs, min((b + 1) * bs, n_examples))),
+            lambda b: self.task.val_batch(chosen[b * bs : (b + 1) * bs]),
             self.task.example_losses,
         )
         if nll is None:
