@@ -162,3 +162,14 @@ def test_sharpness_table_and_json(tiny_run, capsys):
 def test_sharpness_bad_block(tiny_run, capsys):
     code, _, err = run_cli(["sharpness", "--checkpoint", str(tiny_run), "--batch-size", "4", "--block", "nosuch"], capsys)
     assert code == 2 and "matches no trainable parameter" in err
+
+
+# ----------------------------------------------------------------------------- plot
+def test_plot_writes_figures(tiny_run, tmp_path, capsys):
+    code, out, err = run_cli(["plot", "--checkpoint", str(tiny_run), "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    for name in ("training.png", "opposing_pairs.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    code, _, err = run_cli(["plot", "--checkpoint", str(tiny_run / "checkpoints" / "step-000004")], capsys)
+    assert code == 2 and "run directory" in err
