@@ -235,3 +235,20 @@ def test_wrapped_models_are_unwrapped():
     torch.testing.assert_close(
         HessianOperator(wrapped, loss_fn, batches).matvec(vector), HessianOperator(model, loss_fn, batches).matvec(vector)
     )
+
+
+def test_gpt2_in_eval_mode_uses_the_math_attention_kernel():
+    """transformers' default SDPA attention has no double backward through the fused CPU kernel;
+    the operator runs products under the math kernel, so eval mode works too."""
+    model, loss_fn, batches, block, dense = case("gpt2_block")
+    assert model.config._attn_implementation == "sdpa"
+    operator = HessianOperator(model, loss_fn, batches, block=block, train=False)
+    vector = torch.randn(operator.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(operator.matvec(vector), dense @ vector, rtol=1e-7, atol=1e-9)
+
+
+def test_works_when_called_under_no_grad():
+    model, loss_fn, batches, _, dense = case("mlp")
+    with torch.no_grad():
+        report = measure_sharpness(model, loss_fn, batches, tol=1e-8)
+    assert report["sharpness"] == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=RTOL)
