@@ -91,13 +91,16 @@ def test_lanczos_needs_far_fewer_products_than_power_iteration_with_a_small_gap(
     assert 3 * fast.n_products < slow.n_products
 
 
-def _adam_problem(amsgrad: bool = False, second_group_lr: float | None = None):
+def _adam_problem(amsgrad: bool = False, second_group_lr: float | None = None, fused_adamw: bool = False):
     model, loss_fn, batches = problems.mlp(), problems.classification_loss, problems.mlp_batches()
     params = list(model.parameters())
     groups = [{"params": params[:2]}, {"params": params[2:]}]
     if second_group_lr is not None:
         groups[1]["lr"] = second_group_lr
-    optimizer = torch.optim.Adam(groups, lr=0.01, betas=(0.9, 0.99), eps=1e-3, amsgrad=amsgrad)
+    if fused_adamw:  # what lmprobe's trainer builds: step counts live in tensors
+        optimizer = torch.optim.AdamW(groups, lr=0.01, betas=(0.9, 0.99), eps=1e-3, amsgrad=amsgrad, fused=True)
+    else:
+        optimizer = torch.optim.Adam(groups, lr=0.01, betas=(0.9, 0.99), eps=1e-3, amsgrad=amsgrad)
     for step in range(3):
         optimizer.zero_grad()
         loss_fn(model, batches[step % len(batches)]).backward()
@@ -121,9 +124,11 @@ def _dense_preconditioned(model, loss_fn, batches, optimizer, lr):
     return hessian, p_inverse
 
 
-@pytest.mark.parametrize("amsgrad, second_group_lr", [(False, None), (True, 0.003)])
-def test_preconditioned_eigenvalues_match_dense(amsgrad, second_group_lr):
-    model, loss_fn, batches, optimizer = _adam_problem(amsgrad, second_group_lr)
+@pytest.mark.parametrize(
+    "amsgrad, second_group_lr, fused_adamw", [(False, None, False), (True, 0.003, False), (False, None, True)]
+)
+def test_preconditioned_eigenvalues_match_dense(amsgrad, second_group_lr, fused_adamw):
+    model, loss_fn, batches, optimizer = _adam_problem(amsgrad, second_group_lr, fused_adamw)
     hessian, p_inverse = _dense_preconditioned(model, loss_fn, batches, optimizer, lr=0.01)
     symmetric = p_inverse.sqrt()[:, None] * hessian * p_inverse.sqrt()[None, :]
     expected = torch.linalg.eigvalsh(symmetric).flip(0)[:3]
