@@ -86,6 +86,9 @@ class LMTask:
         return build_gpt2(self.model_cfg, len(self.tokenizer), self.data_cfg.block_size,
                           self.tokenizer.eos_token_id)
 
+    def load_model(self, folder: Path) -> nn.Module:
+        return GPT2LMHeadModel.from_pretrained(folder, local_files_only=True)
+
     def save_pretrained(self, model: nn.Module, folder: Path) -> None:
         model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)

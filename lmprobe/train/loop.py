@@ -72,7 +72,7 @@ class Trainer:
             if found is not None:
                 start_step, ckpt = found
                 state = load_training_state(ckpt)
-        model = self.task.build_model() if ckpt is None else self._load_model(ckpt)
+        model = self.task.build_model() if ckpt is None else self.task.load_model(ckpt)
         optimizer = build_optimizer(model, self.cfg.optim)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         if state is not None:
@@ -87,11 +87,6 @@ class Trainer:
                 )
                 self.trace_writer.truncate_before(start_step)
         return start_step
-
-    def _load_model(self, ckpt: Path) -> torch.nn.Module:
-        model = self.task.build_model()
-        loaded = type(model).from_pretrained(ckpt, local_files_only=True)
-        return loaded
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> dict[str, Any]:

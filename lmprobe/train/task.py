@@ -21,6 +21,9 @@ class Task(Protocol):
     def build_model(self) -> nn.Module:
         """A fresh (or `init_from`) model, on the CPU, seeded by the caller."""
 
+    def load_model(self, folder: Path) -> nn.Module:
+        """The model saved by `save_pretrained` in `folder` (to resume from a checkpoint)."""
+
     def n_train(self) -> int:
         """Number of training examples the sampler draws indices from."""
 
