@@ -67,3 +67,26 @@ def test_metrics_log_rewinds(tmp_path):
     assert [r["step"] for r in read_metrics(log.path)] == [2, 4]
     log.write({"step": 6, "loss": float("nan")})
     assert read_metrics(log.path)[-1]["loss"] is None
+
+
+def test_probe_losses_at_masked_positions_equal_the_full_computation():
+    """The probe path (head only at masked positions, in chunks, logsumexp - logit) is exact."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmprobe.lm import task as lm_task
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=97, n_positions=40,
+                                       bos_token_id=0, eos_token_id=0)).eval()
+    ids = torch.randint(0, 97, (5, 40))
+    mask = torch.rand(5, 39) > 0.3
+    full = lm_task.token_losses(model, ids)
+    hf = model(input_ids=ids, labels=ids).loss
+    old_chunk, lm_task.HEAD_CHUNK = lm_task.HEAD_CHUNK, 7  # several chunks, a ragged last one
+    try:
+        masked = lm_task.token_losses(model, ids, mask)
+    finally:
+        lm_task.HEAD_CHUNK = old_chunk
+    assert full.shape == (5, 39)
+    torch.testing.assert_close(masked, full[mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(full.mean(), hf, rtol=1e-5, atol=1e-5)

@@ -43,6 +43,9 @@ def build_gpt2(cfg: ModelConfig, vocab_size: int, block_size: int, eos_id: int |
     return GPT2LMHeadModel(config)
 
 
+HEAD_CHUNK = 256  # positions per slab of logits when only some positions are scored
+
+
 def token_losses(model: nn.Module, input_ids: torch.Tensor,
                  mask: torch.Tensor | None = None) -> torch.Tensor:
     """Next-token cross-entropy: [batch, block_size - 1], or flat at `mask`ed positions.
@@ -56,8 +59,14 @@ def token_losses(model: nn.Module, input_ids: torch.Tensor,
         losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
         return losses.view(input_ids.shape)[:, :-1]
     hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1][mask]
-    logits = model.get_output_embeddings()(hidden)
-    return F.cross_entropy(logits.float(), input_ids[:, 1:][mask], reduction="none")
+    targets = input_ids[:, 1:][mask]
+    head = model.get_output_embeddings()
+    losses = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+    for start in range(0, len(targets), HEAD_CHUNK):  # vocabulary-wide logits, a cache-sized slab at a time
+        logits = head(hidden[start : start + HEAD_CHUNK]).float()
+        picked = logits.gather(1, targets[start : start + HEAD_CHUNK, None])[:, 0]
+        losses[start : start + HEAD_CHUNK] = torch.logsumexp(logits, dim=-1) - picked
+    return losses
 
 
 class LMTask:
