@@ -25,10 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     errors = Console(stderr=True)
     try:
-        import transformers
+        from lmprobe.lm.train_cli import quiet_libraries
 
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
+        quiet_libraries()
         return args.run(args, console)
     except LmprobeError as err:
         errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)

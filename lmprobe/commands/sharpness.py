@@ -27,10 +27,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def lm_loss(model, batch):
-    return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
-
-
 def run(args: argparse.Namespace, console) -> int:
     subject = resolve_subject(args.checkpoint, args.data)
     model = load_checked_model(subject)
@@ -38,6 +34,7 @@ def run(args: argparse.Namespace, console) -> int:
     optimizer, lr = restore_optimizer(subject, model)
     lr = args.lr if args.lr is not None else lr
     from lmprobe.hessian import measure_sharpness
+    from lmprobe.lm.task import lm_loss
 
     report = measure_sharpness(model, lm_loss, batches, k=args.k, block=args.block, optimizer=optimizer,
                                lr=lr, tol=args.tol, max_iter=args.max_iter)

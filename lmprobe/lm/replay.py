@@ -23,6 +23,7 @@ import torch
 
 from lmprobe.lm.probe import TextProbe
 from lmprobe.lm.runview import check_vocab, load_model, probe_losses
+from lmprobe.lm.task import lm_loss
 from lmprobe.trace import Trace, TraceWriter, read_trace_dir
 
 REPLAY_DIR = Path("analysis") / "checkpoint-trace"
@@ -61,8 +62,7 @@ def lookahead_trace(model: torch.nn.Module, probe: TextProbe, batches: list[dict
         model.load_state_dict(start)
         optimizer = make_optimizer(model)
         model.train()
-        loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
-        loss.backward()
+        lm_loss(model, batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         model.eval()

@@ -43,6 +43,11 @@ def build_gpt2(cfg: ModelConfig, vocab_size: int, block_size: int, eos_id: int |
     return GPT2LMHeadModel(config)
 
 
+def lm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy of a batch of token blocks (what training descends)."""
+    return model(input_ids=batch["input_ids"], labels=batch["input_ids"], use_cache=False).loss
+
+
 HEAD_CHUNK = 256  # positions per slab of logits when only some positions are scored
 
 
@@ -120,7 +125,7 @@ class LMTask:
 
     # --- losses ----------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], labels=batch["input_ids"], use_cache=False).loss
+        return lm_loss(model, batch)
 
     def example_losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return token_losses(model, batch["input_ids"])
