@@ -89,8 +89,8 @@ def load_losses(subject: Subject, args, console) -> tuple[np.ndarray, np.ndarray
     located = subject.located
     if located.kind == "run":
         run_dir = located.run_dir
-        if has_trace(run_dir) and read_trace(run_dir).n_records >= 2:
-            trace = read_trace(run_dir)
+        trace = read_trace(run_dir) if has_trace(run_dir) else None
+        if trace is not None and trace.n_records >= 2:
             if trace.incomplete:
                 console.print(f"[yellow]warning:[/] the trace of {run_dir} ends in an incomplete record "
                               f"(an interrupted run?); mining its {trace.n_records} complete records",

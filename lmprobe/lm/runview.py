@@ -15,7 +15,7 @@ import torch
 
 from lmprobe.errors import LmprobeError
 from lmprobe.lm.probe import TextProbe
-from lmprobe.train.checkpoint import CHECKPOINT_RE, list_checkpoints
+from lmprobe.train.checkpoint import CHECKPOINT_RE
 from lmprobe.train.rundir import CONFIG_FILE
 
 
@@ -74,10 +74,6 @@ def run_probe(run_dir: Path) -> TextProbe:
 
 def run_tokenizer(run_dir: Path):
     return load_tokenizer_from(run_dir / "probe" / "tokenizer")
-
-
-def checkpoint_steps(run_dir: Path) -> list[tuple[int, Path]]:
-    return list_checkpoints(run_dir)
 
 
 def check_vocab(model: torch.nn.Module, probe: TextProbe, where: str) -> None:
