@@ -20,6 +20,17 @@ trace: {{every: 2, n_sequences: 6, batch_size: 4}}
 """
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest (and most steadily on a shared 2-core machine) on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """The first documents of the bundled sample as a local .jsonl: small enough that a 512-token

@@ -160,22 +160,17 @@ def test_unsupported_file_type(tmp_path):
     assert "unsupported" in _one_line_error(excinfo)
 
 
-def test_jsonl_line_without_text_names_file_and_line(tmp_path):
+@pytest.mark.parametrize("content, line, mentions", [
+    ('{"text": "fine"}\n{"body": "no text here"}\n', "line 2", '"text"'),  # a line without "text"
+    ('{"text": "fine"}\n\n{"text": oops}\n', "line 3", "JSON"),  # a line that is not JSON
+])
+def test_bad_jsonl_line_names_file_and_line(tmp_path, content, line, mentions):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"text": "fine"}\n{"body": "no text here"}\n', encoding="utf-8")
+    path.write_text(content, encoding="utf-8")
     with pytest.raises(LmprobeError) as excinfo:
         list(iter_documents(str(path)))
     message = _one_line_error(excinfo)
-    assert "bad.jsonl" in message and "line 2" in message and '"text"' in message
-
-
-def test_jsonl_invalid_json_names_file_and_line(tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"text": "fine"}\n\n{"text": oops}\n', encoding="utf-8")
-    with pytest.raises(LmprobeError) as excinfo:
-        list(iter_documents(str(path)))
-    message = _one_line_error(excinfo)
-    assert "bad.jsonl" in message and "line 3" in message and "JSON" in message
+    assert "bad.jsonl" in message and line in message and mentions in message
 
 
 def test_openwebtext_offline_gives_one_line_error(monkeypatch):
