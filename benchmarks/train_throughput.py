@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmprobe.config import LMConfig, load_config
+from lmprobe.config import load_config
+from lmprobe.lm.config import LMConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +99,7 @@ def main() -> None:
     from lmprobe.train.loop import LoopConfig, Trainer
 
     cfg: LMConfig = load_config(LMConfig, args.config, ["trace.every=1"])
-    task = LMTask(cfg.model, cfg.data, cfg.trace.n_sequences, cfg.trace.positions_per_sequence, 0)
+    task = LMTask(cfg)
     run_dir = Path(tempfile.mkdtemp(prefix="lmprobe-bench-"))
     trainer = Trainer(task, LoopConfig(cfg.optim, cfg.train, cfg.trace, cfg.sharpness), run_dir,
                       Accelerator(cpu=True), show_progress=False)

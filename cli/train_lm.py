@@ -8,9 +8,9 @@
 import sys
 from pathlib import Path
 
-from lmprobe.lm.train_cli import main
+from lmprobe.train import launch
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "lm" / "default.yaml"
 
 if __name__ == "__main__":
-    sys.exit(main(default_config=DEFAULT_CONFIG))
+    sys.exit(launch.main(domain="lm", default_config=DEFAULT_CONFIG))

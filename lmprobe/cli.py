@@ -25,13 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     errors = Console(stderr=True)
     try:
-        from lmprobe.lm.train_cli import quiet_libraries
-
         quiet_libraries()
         return args.run(args, console)
     except LmprobeError as err:
         errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
+
+
+def quiet_libraries() -> None:
+    """Our progress bars and our errors only: no per-save shard bars or config chatter."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

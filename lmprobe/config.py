@@ -20,29 +20,6 @@ from lmprobe.errors import LmprobeError
 
 
 @dataclass
-class ModelConfig:
-    """A GPT-2 architecture (transformers.GPT2Config); vocab size comes from the tokenizer."""
-
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    init_from: str | None = None  # a save_pretrained folder (ours or any GPT-2) to start from
-
-
-@dataclass
-class DataConfig:
-    """Where tokens come from and how they are cut into blocks."""
-
-    source: str = "sample"  # "sample", "openwebtext", or a local .txt/.jsonl file or folder
-    tokenizer: str = "bpe-8192"  # "gpt2", "bpe-<N>" (trained on the source), or a folder
-    block_size: int = 128
-    val_fraction: float = 0.05
-    max_tokens: int | None = None  # cap on tokens read (needed for streamed corpora)
-    cache_dir: str | None = None  # default: $LMPROBE_CACHE or ~/.cache/lmprobe
-
-
-@dataclass
 class OptimConfig:
     """Optimiser and learning-rate schedule.
 
@@ -50,7 +27,7 @@ class OptimConfig:
     subset of `gd_batches` batches, accumulated, as in the edge-of-stability experiments).
     """
 
-    name: str = "adamw"
+    name: str = field(default="adamw", metadata={"choices": ("adamw", "sgd", "gd")})
     lr: float = 3e-3
     weight_decay: float = 0.0
     beta1: float = 0.9
@@ -58,10 +35,10 @@ class OptimConfig:
     eps: float = 1e-8
     momentum: float = 0.0
     grad_clip: float | None = 1.0
-    schedule: str = "cosine"  # "cosine" (with linear warmup) or "constant"
+    schedule: str = field(default="cosine", metadata={"choices": ("cosine", "constant")})  # warmup, then cosine
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1
-    gd_batches: int = 8
+    gd_batches: int | None = None  # GD micro-batches; None: the whole training set (n_train / batch_size)
 
 
 @dataclass
@@ -81,13 +58,14 @@ class TrainConfig:
 
 @dataclass
 class TraceConfig:
-    """The fixed probe set whose per-example losses are recorded during training."""
+    """The fixed probe set whose per-example losses are recorded during training.
+
+    Domains extend it with how the probe is chosen (text: sequences and positions; vision: images).
+    """
 
     every: int = 10  # record every k steps (0 disables the trace)
-    n_sequences: int = 64  # probe sequences drawn from the validation split
-    positions_per_sequence: int | None = None  # None: every position of each sequence
     batch_size: int = 64
-    dtype: str = "float32"  # "float32" or "float16"
+    dtype: str = field(default="float32", metadata={"choices": ("float32", "float16")})
 
 
 @dataclass
@@ -103,27 +81,13 @@ class SharpnessConfig:
     tol: float = 1e-3
 
 
-@dataclass
-class LMConfig:
-    """Everything `cli/train_lm.py` needs."""
-
-    name: str | None = None  # run name under out_dir; default: <config stem>-<timestamp>
-    out_dir: str = "runs"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    trace: TraceConfig = field(default_factory=TraceConfig)
-    sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
-
-
 C = TypeVar("C")
 
-_CHOICES = {
-    "optim.name": ("adamw", "sgd", "gd"),
-    "optim.schedule": ("cosine", "constant"),
-    "trace.dtype": ("float32", "float16"),
-}
+
+
+def domain_field(name: str) -> Any:
+    """The `domain` key every run config carries: it accepts only its own domain's name."""
+    return field(default=name, metadata={"choices": (name,)})
 
 
 def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
@@ -140,11 +104,11 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
         )
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}", fields[name].metadata.get("choices"))
     return cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
+def _coerce(hint: Any, value: Any, key: str, choices: tuple | None = None) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value if value is not None else {}, key + ".")
     origin = typing.get_origin(hint)
@@ -164,10 +128,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise LmprobeError(
             f"config key '{key}' expects {hint.__name__}, got {value!r}; fix the YAML or the override"
         )
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise LmprobeError(
-            f"config key '{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}"
-        )
+    if choices is not None and value not in choices:
+        raise LmprobeError(f"config key '{key}' must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -196,21 +158,30 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file as a dict, or a one-line error (missing, not YAML, not a mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LmprobeError(f"config file {path} does not exist; see configs/ for examples")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise LmprobeError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LmprobeError(f"config file {path} must hold a mapping of sections (model:, optim:, ...), "
+                           f"not a {type(data).__name__}")
+    return data
+
+
 def load_config(
     cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None
 ) -> C:
     """Defaults <- YAML file <- `key=value` overrides, validated into `cls`."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise LmprobeError(f"config file {path} does not exist; see configs/ for examples")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise LmprobeError(f"config file {path} is not valid YAML{where}") from None
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
     apply_overrides(data, overrides or [])
     return from_dict(cls, data)
 

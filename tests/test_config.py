@@ -1,6 +1,7 @@
 import pytest
 
-from lmprobe.config import LMConfig, load_config, save_config
+from lmprobe.config import load_config, save_config
+from lmprobe.lm.config import LMConfig
 from lmprobe.errors import LmprobeError
 
 

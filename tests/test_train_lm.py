@@ -60,9 +60,10 @@ def test_run_directory_is_complete(reference_run):
 
 
 def test_probe_row_matches_a_fresh_evaluation_of_the_checkpoint(reference_run):
-    from lmprobe.lm.runview import load_model, probe_losses, run_probe
+    from lmprobe.domain import open_view, view_probe_losses
 
-    row = probe_losses(load_model(reference_run / "checkpoints" / "step-000016"), run_probe(reference_run))
+    view = open_view(reference_run)
+    row = view_probe_losses(view, view.load_model(reference_run / "checkpoints" / "step-000016"))
     np.testing.assert_allclose(read_trace(reference_run).losses[-1], row, rtol=1e-4, atol=1e-5)
 
 

@@ -73,7 +73,7 @@ def test_probe_losses_at_masked_positions_equal_the_full_computation():
     """The probe path (head only at masked positions, in chunks, logsumexp - logit) is exact."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from lmprobe.lm import task as lm_task
+    from lmprobe.lm import losses as lm_task
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=97, n_positions=40,

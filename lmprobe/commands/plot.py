@@ -1,49 +1,52 @@
-"""`lmprobe plot --checkpoint RUN`: PNG figures of a run — training curves with sharpness
-against its threshold, and the loss trajectories of the top opposing pairs."""
+"""`lmprobe plot RUN`: PNG figures of a run — training curves with sharpness against its
+threshold, the loss trajectories of the top opposing pairs, and (for image domains) a grid of
+each pair's images."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from lmprobe.commands.mine import BY_CHOICES, describers, load_losses, parse_steps
-from lmprobe.commands.sources import resolve_subject
+from lmprobe.commands.common import add_path_arguments, open_path, parse_steps, positive
 from lmprobe.errors import LmprobeError
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plot", help="figures: training curves, sharpness, opposing pairs",
-                              description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, metavar="RUN", help="a run directory")
+                              description=__doc__.split("\n\n")[0])
+    add_path_arguments(p, "a run directory")
     p.add_argument("--out", help="folder for the PNG files (default: RUN/figures)")
-    p.add_argument("--by", default="feature-target", choices=BY_CHOICES[:-1])
-    p.add_argument("--top", type=int, default=4, help="opposing pairs to draw")
+    p.add_argument("--by", help="grouping (default: the domain's first)")
+    p.add_argument("--top", type=positive, default=4, help="opposing pairs to draw")
     p.add_argument("--steps", metavar="A:B")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=run, data=None, neighbours=8, lookahead=16, lr=None)
+    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, console) -> int:
+    from lmprobe.analysis.losses import load_losses
+    from lmprobe.commands.mine import report_written, write_group_grids
     from lmprobe.mining import mine
     from lmprobe.report import figures
     from lmprobe.report.mining_table import group_label
     from lmprobe.train.metrics_log import read_metrics
 
-    subject = resolve_subject(args.checkpoint, None, seed=args.seed)
-    if subject.located.kind != "run":
-        raise LmprobeError(f"{args.checkpoint} is a checkpoint; `lmprobe plot` draws a whole run: give its run directory")
-    run_dir = subject.located.run_dir
-    out = Path(args.out) if args.out else run_dir / "figures"
-    written = [figures.training_curves(read_metrics(run_dir / "metrics.jsonl"), out / "training.png")]
-    losses, steps, _ = load_losses(subject, args, console)
-    result = mine(losses, steps, subject.probe.keys(), by=args.by, window=parse_steps(args.steps),
+    view = open_path(args)
+    if view.located.kind != "run":
+        raise LmprobeError(f"{view.checkpoint} is a checkpoint; `lmprobe plot` draws a whole run: give its run directory")
+    out = Path(args.out) if args.out else view.run_dir / "figures"
+    if out.exists() and not out.is_dir():
+        raise LmprobeError(f"--out {out} is a file; give a folder for the figures")
+    written = [figures.training_curves(read_metrics(view.run_dir / "metrics.jsonl"), out / "training.png")]
+    matrix = load_losses(view)
+    by = args.by if args.by and args.by != "cluster" else view.groupings[0]
+    result = mine(matrix.losses, matrix.steps, view.keys(), by=by, window=parse_steps(args.steps),
                   top=args.top, seed=args.seed, n_clusters=0)
-    _, key_label = describers(subject.probe, subject.tokenizer)
 
     def label(group: int) -> str:
-        return group_label(result.key_names, result.groups[group].key, key_label)
+        return group_label(result.key_names, result.groups[group].key, view.key_label)
 
     written.append(figures.opposing_pairs(result, label, out / "opposing_pairs.png", top=args.top))
-    for path in written:
-        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    written += write_group_grids(view, result, args.top, out_dir=out)
+    report_written(written, console, to_stderr=False)
     return 0

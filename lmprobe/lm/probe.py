@@ -7,25 +7,33 @@ plus the token before that for longer suffixes. Keys use -1 where a position has
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from lmprobe.errors import LmprobeError
 
 PROBE_FILE = "probe.npz"
+TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass
 class TextProbe:
+    """A `ProbeSet` of (context, next token) examples; it computes its own trace rows."""
+
     sequences: np.ndarray  # int32 [n_seq, block_size]
     seq_index: np.ndarray  # int32 [n] sequence of each example
     position: np.ndarray  # int32 [n] target position within its sequence (>= 1)
+    tokenizer: Any = field(default=None, repr=False, compare=False)  # saved beside the probe
 
     @classmethod
     def choose(
-        cls, val_blocks: np.ndarray, n_sequences: int, positions_per_sequence: int | None, seed: int
+        cls, val_blocks: np.ndarray, n_sequences: int, positions_per_sequence: int | None, seed: int,
+        tokenizer: Any = None,
     ) -> "TextProbe":
         """Seeded choice of validation sequences and, optionally, positions within them."""
         rng = np.random.default_rng([seed, 0x9E0B])
@@ -42,7 +50,7 @@ class TextProbe:
                 chosen = np.sort(rng.choice(all_positions, size=positions_per_sequence, replace=False))
             seq_index.append(np.full(len(chosen), s, dtype=np.int32))
             position.append(chosen)
-        return cls(sequences, np.concatenate(seq_index), np.concatenate(position))
+        return cls(sequences, np.concatenate(seq_index), np.concatenate(position), tokenizer)
 
     @property
     def n_examples(self) -> int:
@@ -70,16 +78,37 @@ class TextProbe:
         pos = int(self.position[example])
         return seq[max(0, pos - max_tokens) : pos], int(seq[pos])
 
+    # --- ProbeSet: one trace row, the same code in training and in replay ---------------------
+    def n_batches(self, batch_size: int) -> int:
+        return -(-len(self.sequences) // batch_size)
+
+    def batch(self, index: int, batch_size: int) -> dict[str, torch.Tensor]:
+        rows = slice(index * batch_size, (index + 1) * batch_size)
+        return {"input_ids": torch.from_numpy(self.sequences[rows].astype(np.int64)),
+                "mask": self._mask()[rows]}
+
+    def _mask(self) -> torch.Tensor:
+        if "_mask_cache" not in self.__dict__:
+            self._mask_cache = torch.from_numpy(self.loss_mask())
+        return self._mask_cache
+
+    def losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from lmprobe.lm.losses import token_losses
+
+        return token_losses(model, batch["input_ids"], batch["mask"])
+
     def save(self, probe_dir: str | Path) -> None:
         probe_dir = Path(probe_dir)
         probe_dir.mkdir(parents=True, exist_ok=True)
         np.savez(probe_dir / PROBE_FILE, sequences=self.sequences, seq_index=self.seq_index,
                  position=self.position, **self.keys())
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(probe_dir / TOKENIZER_DIR)
 
     @classmethod
-    def load(cls, probe_dir: str | Path) -> "TextProbe":
+    def load(cls, probe_dir: str | Path, tokenizer: Any = None) -> "TextProbe":
         path = Path(probe_dir) / PROBE_FILE
         if not path.is_file():
             raise LmprobeError(f"{probe_dir} has no {PROBE_FILE}; is this a language-model run directory?")
         with np.load(path) as z:
-            return cls(z["sequences"], z["seq_index"], z["position"])
+            return cls(z["sequences"], z["seq_index"], z["position"], tokenizer)

@@ -1,49 +1,95 @@
-"""Reading a language-model run (or a lone checkpoint) for analysis.
+"""A language-model run (or a lone causal-LM checkpoint), as analysis sees it.
 
-Analysis never re-reads the training corpus: the probe, its keys, the tokenizer and the model
-weights all come from the run directory. A foreign GPT-2 checkpoint (any save_pretrained
-folder) is supported too; it brings its own tokenizer and needs data for a probe.
+Analysis never re-reads the training corpus: the probe, its keys, the tokenizer, the training
+sample and the model weights all come from the run directory. A foreign checkpoint (any
+save_pretrained causal LM) is supported too; it brings its own tokenizer and needs `--data`, from
+which the probe (held-out blocks) and the lookahead/Hessian batches (training blocks of the same
+split) are drawn, so they are disjoint by construction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
+from lmprobe.analysis.view_base import RunViewBase
 from lmprobe.errors import LmprobeError
-from lmprobe.lm.probe import TextProbe
-from lmprobe.train.checkpoint import CHECKPOINT_RE
-from lmprobe.train.rundir import CONFIG_FILE
+from lmprobe.lm.display import visible_token
+from lmprobe.lm.losses import lm_loss
+from lmprobe.lm.probe import TOKENIZER_DIR, TextProbe
+from lmprobe.run import Located
+from lmprobe.train.train_sample import TrainSample, hessian_indices, lookahead_indices
+
+#: a probe drawn from --data for a lone checkpoint: this many held-out blocks of at most this length
+DATA_PROBE_SEQUENCES = 64
+DATA_PROBE_BLOCK = 128
+DATA_VAL_FRACTION = 0.1
 
 
-@dataclass
-class Located:
-    """What a user-given path turned out to be."""
+class LMRunView(RunViewBase):
+    domain = "lm"
+    groupings = ("feature-target", "target", "feature2-feature-target")
 
-    kind: str  # "run" or "checkpoint"
-    run_dir: Path | None  # the run a checkpoint belongs to, if any
-    checkpoint: Path | None
+    def __init__(self, located: Located, checkpoint: Path, probe: TextProbe, sample: TrainSample | None = None):
+        super().__init__(located, checkpoint, probe, sample)
+        self.tokenizer = probe.tokenizer
 
+    @classmethod
+    def open_run(cls, located: Located) -> "LMRunView":
+        tokenizer = load_tokenizer_from(located.run_dir / "probe" / TOKENIZER_DIR)
+        probe = TextProbe.load(located.run_dir / "probe", tokenizer)
+        return cls(located, located.analysed_checkpoint(), probe)
 
-def locate(path: str | Path) -> Located:
-    """Classify PATH as a run directory or a checkpoint folder, or fail with advice."""
-    path = Path(path)
-    if not path.exists():
-        raise LmprobeError(f"{path} does not exist; give a run directory (runs/NAME) or a checkpoint folder")
-    if (path / CONFIG_FILE).is_file() and (path / "probe").is_dir():
-        return Located("run", path, None)
-    if (path / "config.json").is_file():
-        parent = path.parent.parent
-        in_run = (CHECKPOINT_RE.match(path.name) and path.parent.name == "checkpoints"
-                  and (parent / CONFIG_FILE).is_file())
-        return Located("checkpoint", parent if in_run else None, path)
-    raise LmprobeError(
-        f"{path} is neither a run directory (config.yaml + probe/) nor a checkpoint folder "
-        f"(config.json from save_pretrained)"
-    )
+    @classmethod
+    def open_checkpoint(cls, checkpoint: Path, data: str | None) -> "LMRunView":
+        if data is None:
+            raise LmprobeError(
+                f"{checkpoint} is not part of an lmprobe run, so it has no probe set; pass --data "
+                f"(sample, a .txt/.jsonl file or folder) to draw one"
+            )
+        from lmprobe.data import prepare_lm_data
+
+        tokenizer = load_tokenizer_from(checkpoint)
+        block = min(DATA_PROBE_BLOCK, model_positions(checkpoint))
+        split = prepare_lm_data(data, tokenizer, block_size=block, val_fraction=DATA_VAL_FRACTION, seed=0)
+        probe = TextProbe.choose(split.val, DATA_PROBE_SEQUENCES, None, 0, tokenizer=tokenizer)
+
+        def batches(indices: list[np.ndarray]) -> list[dict]:
+            return [{"input_ids": torch.from_numpy(split.train[i].astype(np.int64))} for i in indices]
+
+        n_train = len(split.train)
+        sample = TrainSample(hessian=batches(hessian_indices(1, min(8, n_train), n_train)),
+                             lookahead=batches(lookahead_indices(n_train, 0)))
+        return cls(Located("checkpoint", None, checkpoint), checkpoint, probe, sample)
+
+    # --- showing examples ------------------------------------------------------------------
+    def describe(self, index: int) -> tuple[str, str]:
+        context, target = self.probe.context(index)
+        return self.tokenizer.decode(context.tolist()), visible_token(self.tokenizer.decode([target]))
+
+    def key_label(self, name: str, value: int) -> str:
+        if value < 0:
+            return "∅"
+        text = visible_token(self.tokenizer.decode([value]))
+        return f"[{text}]" if name == "target" else text
+
+    # --- the model and its loss ------------------------------------------------------------
+    def load_model(self, checkpoint: Path) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(checkpoint), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise LmprobeError(f"could not load a model from {checkpoint}: {str(exc).splitlines()[0]}") from None
+        check_vocab(model, self.probe, str(checkpoint))
+        return model.eval()
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return lm_loss(model, batch)
 
 
 def load_tokenizer_from(folder: str | Path):
@@ -55,28 +101,12 @@ def load_tokenizer_from(folder: str | Path):
         raise LmprobeError(f"no tokenizer could be loaded from {folder}: {str(exc).splitlines()[0]}") from None
 
 
-def load_model(checkpoint: str | Path) -> torch.nn.Module:
-    """A causal LM from a save_pretrained folder, with the math attention path (double backward)."""
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(checkpoint), local_files_only=True, attn_implementation="eager"
-        )
-    except (OSError, ValueError) as exc:
-        raise LmprobeError(f"could not load a model from {checkpoint}: {str(exc).splitlines()[0]}") from None
-    return model.eval()
+def model_positions(checkpoint: Path) -> int:
+    config = json.loads((checkpoint / "config.json").read_text())
+    return int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
 
 
-def run_probe(run_dir: Path) -> TextProbe:
-    return TextProbe.load(run_dir / "probe")
-
-
-def run_tokenizer(run_dir: Path):
-    return load_tokenizer_from(run_dir / "probe" / "tokenizer")
-
-
-def check_vocab(model: torch.nn.Module, probe: TextProbe, where: str) -> None:
+def check_vocab(model: nn.Module, probe: TextProbe, where: str) -> None:
     vocab = model.get_input_embeddings().num_embeddings
     top = int(probe.sequences.max()) if probe.sequences.size else -1
     if top >= vocab:
@@ -84,16 +114,3 @@ def check_vocab(model: torch.nn.Module, probe: TextProbe, where: str) -> None:
             f"{where} has a vocabulary of {vocab} tokens but the probe uses token id {top}; "
             f"the checkpoint and the data were tokenised differently (pass the matching --data/tokenizer)"
         )
-
-
-@torch.inference_mode()
-def probe_losses(model: torch.nn.Module, probe: TextProbe, batch_size: int = 64) -> np.ndarray:
-    """One trace row: the loss of every probe example under `model` (forward only, batched)."""
-    from lmprobe.lm.task import token_losses
-
-    mask = torch.from_numpy(probe.loss_mask())
-    out = []
-    for start in range(0, len(probe.sequences), batch_size):
-        ids = torch.from_numpy(probe.sequences[start : start + batch_size].astype(np.int64))
-        out.append(token_losses(model, ids, mask[start : start + batch_size]).float().numpy())
-    return np.concatenate(out)

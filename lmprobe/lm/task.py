@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lmprobe.config import DataConfig, ModelConfig
 from lmprobe.errors import LmprobeError
+from lmprobe.lm.config import LMConfig, ModelConfig
+from lmprobe.lm.losses import lm_loss, token_losses
 from lmprobe.lm.probe import TextProbe
 
 
@@ -43,57 +43,26 @@ def build_gpt2(cfg: ModelConfig, vocab_size: int, block_size: int, eos_id: int |
     return GPT2LMHeadModel(config)
 
 
-def lm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy of a batch of token blocks (what training descends)."""
-    return model(input_ids=batch["input_ids"], labels=batch["input_ids"], use_cache=False).loss
-
-
-HEAD_CHUNK = 256  # positions per slab of logits when only some positions are scored
-
-
-def token_losses(model: nn.Module, input_ids: torch.Tensor,
-                 mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Next-token cross-entropy: [batch, block_size - 1], or flat at `mask`ed positions.
-
-    With a mask the output head runs only where a loss is wanted: on a probe of a few
-    positions per sequence that skips most of the (vocabulary-sized) logits.
-    """
-    if mask is None:
-        logits = model(input_ids=input_ids, use_cache=False).logits
-        targets = F.pad(input_ids[:, 1:], (0, 1), value=-100)  # no copy of the logits
-        losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
-        return losses.view(input_ids.shape)[:, :-1]
-    hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1][mask]
-    targets = input_ids[:, 1:][mask]
-    head = model.get_output_embeddings()
-    losses = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
-    for start in range(0, len(targets), HEAD_CHUNK):  # vocabulary-wide logits, a cache-sized slab at a time
-        logits = head(hidden[start : start + HEAD_CHUNK]).float()
-        picked = logits.gather(1, targets[start : start + HEAD_CHUNK, None])[:, 0]
-        losses[start : start + HEAD_CHUNK] = torch.logsumexp(logits, dim=-1) - picked
-    return losses
-
-
 class LMTask:
     """Token blocks from `prepare_lm_data`, a GPT-2, and a probe of held-out positions."""
 
+    domain = "lm"
     unit = "tokens"
 
-    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, probe_sequences: int,
-                 probe_positions: int | None, seed: int):
+    def __init__(self, cfg: LMConfig):
         from lmprobe.data import load_tokenizer, prepare_lm_data
 
-        self.model_cfg, self.data_cfg = model_cfg, data_cfg
+        self.model_cfg, self.data_cfg = cfg.model, cfg.data
         self.tokenizer = load_tokenizer(
-            data_cfg.tokenizer, source=data_cfg.source, cache_dir=data_cfg.cache_dir
+            cfg.data.tokenizer, source=cfg.data.source, cache_dir=cfg.data.cache_dir
         )
         self.data = prepare_lm_data(
-            data_cfg.source, self.tokenizer, block_size=data_cfg.block_size,
-            val_fraction=data_cfg.val_fraction, seed=seed, max_tokens=data_cfg.max_tokens,
-            cache_dir=data_cfg.cache_dir,
+            cfg.data.source, self.tokenizer, block_size=cfg.data.block_size,
+            val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, max_tokens=cfg.data.max_tokens,
+            cache_dir=cfg.data.cache_dir,
         )
-        self.probe = TextProbe.choose(self.data.val, probe_sequences, probe_positions, seed)
-        self._probe_mask = torch.from_numpy(self.probe.loss_mask())
+        self.probe = TextProbe.choose(self.data.val, cfg.trace.n_sequences, cfg.trace.positions_per_sequence,
+                                      cfg.train.seed, tokenizer=self.tokenizer)
 
     # --- model -----------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -127,29 +96,16 @@ class LMTask:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return lm_loss(model, batch)
 
-    def example_losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def eval_outputs(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return token_losses(model, batch["input_ids"])
 
-    # --- probe -----------------------------------------------------------------------------
-    def n_probe_examples(self) -> int:
-        return self.probe.n_examples
+    def eval_summary(self, outputs: np.ndarray) -> dict[str, float]:
+        from lmprobe.metrics import perplexity
 
-    def n_probe_batches(self, batch_size: int) -> int:
-        return -(-len(self.probe.sequences) // batch_size)
+        result = perplexity(outputs)
+        return {"val_loss": result["loss"], "val_ppl": result["perplexity"]}
 
-    def probe_batch(self, index: int, batch_size: int) -> dict[str, torch.Tensor]:
-        rows = slice(index * batch_size, (index + 1) * batch_size)
-        return {"input_ids": torch.from_numpy(self.probe.sequences[rows].astype(np.int64)),
-                "mask": self._probe_mask[rows]}
-
-    def probe_losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return token_losses(model, batch["input_ids"], batch["mask"])
-
-    def save_probe(self, probe_dir: Path) -> None:
-        self.probe.save(probe_dir)
-        self.tokenizer.save_pretrained(probe_dir / "tokenizer")
-
-    def describe(self) -> dict[str, Any]:
+    def data_summary(self) -> dict[str, Any]:
         d = self.data
         return {
             "vocab_size": len(self.tokenizer), "n_train_blocks": len(d.train),

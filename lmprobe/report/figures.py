@@ -68,6 +68,24 @@ def opposing_pairs(result: MiningResult, label: Callable[[int], str], path: str 
     return _save(fig, path)
 
 
+def example_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: str | Path) -> Path:
+    """One row of thumbnails per group: (group label, uint8 images [n, H, W, 3], a title per image)."""
+    plt = _pyplot()
+    n_cols = max(1, max(len(images) for _, images, _ in rows))
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.4 * n_cols, 1.7 * len(rows)), squeeze=False)
+    for r, (label, images, titles) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c], interpolation="nearest")
+                ax.set_title(titles[c], fontsize=6)
+        axes[r, 0].text(-0.1, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.subplots_adjust(left=0.22)
+    return _save(fig, path)
+
+
 def _line(ax, metrics, key, label, **style) -> None:
     points = [(m["step"], m[key]) for m in metrics if m.get(key) is not None]
     if points:

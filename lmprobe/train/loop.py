@@ -50,7 +50,7 @@ class Trainer:
         self.show_progress = show_progress and accelerator.is_main_process
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.full_batch = cfg.optim.name == "gd"
-        self.n_micro = cfg.optim.gd_batches if self.full_batch else cfg.train.grad_accum
+        self.n_micro = full_batch_micro(task.n_train(), cfg) if self.full_batch else cfg.train.grad_accum
         world = accelerator.num_processes
         if cfg.train.batch_size % world:
             raise LmprobeError(
@@ -83,7 +83,7 @@ class Trainer:
             self.metrics.truncate_after(start_step)
             if self.cfg.trace.every:
                 self.trace_writer = TraceWriter(
-                    self.run_dir / "trace", self.task.n_probe_examples(), self.cfg.trace.dtype
+                    self.run_dir / "trace", self.task.probe.n_examples, self.cfg.trace.dtype
                 )
                 self.trace_writer.truncate_before(start_step)
         return start_step
@@ -186,17 +186,13 @@ class Trainer:
         return np.concatenate([losses for _, losses in gathered]) if gathered else np.zeros(0)
 
     def record_trace(self, step: int) -> None:
-        bs = self.cfg.trace.batch_size
-        row = self._sharded_losses(
-            self.task.n_probe_batches(bs),
-            lambda b: self.task.probe_batch(b, bs),
-            self.task.probe_losses,
-        )
+        bs, probe = self.cfg.trace.batch_size, self.task.probe
+        row = self._sharded_losses(probe.n_batches(bs), lambda b: probe.batch(b, bs), probe.losses)
         if row is not None and self.trace_writer is not None:
             self.trace_writer.append(step, row)
 
     def evaluate(self) -> dict[str, float]:
-        """Validation loss and perplexity on a fixed subset spread evenly over the held-out split.
+        """Validation metrics on a fixed subset spread evenly over the held-out split.
 
         Evenly spaced rather than a prefix: held-out examples come in document order, and a
         prefix can be one long, atypical document.
@@ -206,17 +202,12 @@ class Trainer:
         n_examples = min(n_val, self.cfg.train.eval_batches * bs)
         chosen = np.unique(np.linspace(0, n_val - 1, n_examples).round().astype(np.int64))
         n_batches = -(-len(chosen) // bs)
-        nll = self._sharded_losses(
+        outputs = self._sharded_losses(
             n_batches,
             lambda b: self.task.val_batch(chosen[b * bs : (b + 1) * bs]),
-            self.task.example_losses,
+            self.task.eval_outputs,
         )
-        if nll is None:
-            return {}
-        from lmprobe.metrics import perplexity
-
-        result = perplexity(nll)
-        return {"val_loss": result["loss"], "val_ppl": result["perplexity"]}
+        return {} if outputs is None else self.task.eval_summary(outputs)
 
     # ------------------------------------------------------------------ saving
     def save(self, step: int) -> Path | None:
@@ -227,7 +218,7 @@ class Trainer:
         state = {"optimizer": self.optimizer.state_dict(), "rng": rng, "step": step}
         path = save_checkpoint(
             self.run_dir, step, lambda folder: self.task.save_pretrained(model, folder), state,
-            info={"run_dir": "../..", "optimizer": self.cfg.optim.name, "lr": learning_rate(
+            info={"domain": self.task.domain, "optimizer": self.cfg.optim.name, "lr": learning_rate(
                 max(step - 1, 0), self.cfg.optim, self.cfg.train)},
             keep=self.cfg.train.keep_checkpoints,
         )
@@ -259,6 +250,29 @@ class Trainer:
             TextColumn("{task.fields[rate]:,.0f} {task.fields[unit]}/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
         )
+
+
+def full_batch_micro(n_train: int, cfg: LoopConfig) -> int:
+    """Micro-batches of one full-batch GD step: every training example exactly once.
+
+    `optim.gd_batches: null` covers the whole training set (n_train must then be a multiple of
+    train.batch_size); an explicit count may cover a prefix of it, never more than it.
+    """
+    bs, chosen = cfg.train.batch_size, cfg.optim.gd_batches
+    if chosen is None:
+        if n_train % bs:
+            raise LmprobeError(
+                f"full-batch GD over {n_train} training examples needs train.batch_size dividing {n_train} "
+                f"(got {bs}); change train.batch_size, or set optim.gd_batches to use the first "
+                f"gd_batches x batch_size examples"
+            )
+        return n_train // bs
+    if chosen < 1 or chosen * bs > n_train:
+        raise LmprobeError(
+            f"optim.gd_batches={chosen} x train.batch_size={bs} = {chosen * bs} examples per GD step, but the "
+            f"training set has {n_train}: each must be counted once; use at most {n_train // bs} (or null for all)"
+        )
+    return chosen
 
 
 class _NullProgress(contextlib.nullcontext):

@@ -29,7 +29,9 @@ class StepSampler:
         """Indices of micro-batch `micro` (of `n_micro`) of optimiser step `step`."""
         if self.full_batch is not None:
             start = micro * self.batch_size
-            return np.arange(start, start + self.batch_size) % self.n
+            if start + self.batch_size > min(self.full_batch, self.n):
+                raise ValueError(f"GD micro-batch {micro} would pass the end of the {self.n} training examples")
+            return np.arange(start, start + self.batch_size)
         start = (step * n_micro + micro) * self.batch_size
         out = np.empty(self.batch_size, dtype=np.int64)
         filled = 0

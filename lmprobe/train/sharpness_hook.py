@@ -1,18 +1,18 @@
 """Sharpness during training: the top Hessian eigenvalue on fixed batches, every N steps.
 
-The batches are the first `n_batches * batch_size` training examples, the same at every
-measurement, so the curve shows the loss landscape changing and not the sample. Each process
-measures its share of them; the Hessian module sums the products across processes.
+The batches are the first `n_batches * batch_size` training examples (saved in
+probe/train_sample.npz, where `lmprobe sharpness` reads them too), the same at every measurement,
+so the curve shows the loss landscape changing and not the sample. Each process measures its share
+of them; the Hessian module sums the products across processes.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from lmprobe.config import OptimConfig, SharpnessConfig
+from lmprobe.config import SharpnessConfig
 from lmprobe.hessian import measure_sharpness, shard_batches
 
 METRIC_KEYS = {  # measure_sharpness key -> metrics.jsonl key
@@ -26,17 +26,10 @@ METRIC_KEYS = {  # measure_sharpness key -> metrics.jsonl key
 }
 
 
-def fixed_batches(task, cfg: SharpnessConfig) -> list[dict[str, torch.Tensor]]:
-    n = cfg.n_batches * cfg.batch_size
-    if n > task.n_train():
-        raise ValueError(f"sharpness needs {n} training examples, the task has {task.n_train()}")
-    return [task.train_batch(np.arange(b * cfg.batch_size, (b + 1) * cfg.batch_size))
-            for b in range(cfg.n_batches)]
-
-
-def sharpness_hook(task, cfg: SharpnessConfig, optim: OptimConfig, trainer) -> Callable[..., dict[str, Any]]:
+def sharpness_hook(task, cfg: SharpnessConfig, batches: list[dict[str, torch.Tensor]],
+                   trainer) -> Callable[..., dict[str, Any]]:
     """A `(model, step, lr) -> metrics` callable for `Trainer.sharpness_fn`."""
-    mine = [trainer._to_device(b) for b in shard_batches(fixed_batches(task, cfg))]
+    mine = [trainer._to_device(b) for b in shard_batches(batches)]
 
     def measure(model: torch.nn.Module, step: int, lr: float) -> dict[str, Any]:
         report = measure_sharpness(

@@ -1,14 +1,15 @@
 """Loss traces for runs that recorded none: replayed from checkpoints, or from lookahead steps.
 
 * From checkpoints: the probe is evaluated at each saved checkpoint, one row per checkpoint,
-  cached in run_dir/analysis/checkpoint-trace (the trace format) so a second look is free.
+  by the probe's own code (the code the trainer records the trace with), cached in
+  run_dir/analysis/checkpoint-trace (the trace format) so a second look is free.
 * Lookahead, for a checkpoint with no neighbours: from the checkpoint's weights, K independent
-  single optimiser steps, each on its own batch and each starting again from the same weights.
-  Interval k of the returned trace holds the per-example loss change caused by step k alone,
-  so the miner's intervals are K samples of how one step moves every example; groups whose
-  responses to the same steps are anti-correlated are opposing signals at this point of
-  training. The step is the run's own optimiser when its state was saved (e.g. Adam's update at
-  its learning rate), else plain SGD at `lr`.
+  single optimiser steps, each on its own training batch and each starting again from the same
+  weights. Interval k of the returned trace holds the per-example loss change caused by step k
+  alone, so the miner's intervals are K samples of how one step moves every example; groups whose
+  responses to the same steps are anti-correlated are opposing signals at this point of training.
+  The step is the run's own optimiser when its state was saved (e.g. Adam's update at its learning
+  rate), else plain SGD at `lr`.
 """
 
 from __future__ import annotations
@@ -21,52 +22,49 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from lmprobe.lm.probe import TextProbe
-from lmprobe.lm.runview import check_vocab, load_model, probe_losses
-from lmprobe.lm.task import lm_loss
+from lmprobe.domain import RunView, view_probe_losses
 from lmprobe.trace import Trace, TraceWriter, read_trace_dir
 
 REPLAY_DIR = Path("analysis") / "checkpoint-trace"
 Progress = Callable[[int, int], None]
 
 
-def trace_from_checkpoints(run_dir: Path, checkpoints: list[tuple[int, Path]], probe: TextProbe,
+def trace_from_checkpoints(view: RunView, checkpoints: list[tuple[int, Path]],
                            progress: Progress | None = None) -> Trace:
     """Probe losses at each checkpoint, from the cache when it holds exactly these steps."""
-    out = run_dir / REPLAY_DIR
+    out = view.run_dir / REPLAY_DIR
     wanted = [step for step, _ in checkpoints]
+    n_examples = view.probe.n_examples
     if (out / "meta.json").is_file():
         cached = read_trace_dir(out)
-        if cached.steps.tolist() == wanted and cached.n_examples == probe.n_examples:
+        if cached.steps.tolist() == wanted and cached.n_examples == n_examples:
             return cached
     shutil.rmtree(out, ignore_errors=True)
-    writer = TraceWriter(out, probe.n_examples)
+    writer = TraceWriter(out, n_examples)
     for i, (step, path) in enumerate(checkpoints):
-        model = load_model(path)
-        check_vocab(model, probe, str(path))
-        writer.append(step, probe_losses(model, probe))
+        writer.append(step, view_probe_losses(view, view.load_model(path)))
         if progress:
             progress(i + 1, len(checkpoints))
     return read_trace_dir(out)
 
 
-def lookahead_trace(model: torch.nn.Module, probe: TextProbe, batches: list[dict[str, torch.Tensor]],
+def lookahead_trace(view: RunView, model: torch.nn.Module, batches: list[dict[str, torch.Tensor]],
                     make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer],
                     progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(losses [K+1, n_examples], steps 0..K): row k = base + the changes of steps 1..k,
     each step taken alone from the starting weights (see the module docstring)."""
     start = copy.deepcopy(model.state_dict())
-    base = probe_losses(model, probe)
+    base = view_probe_losses(view, model)
     rows = [base]
     for k, batch in enumerate(batches):
         model.load_state_dict(start)
         optimizer = make_optimizer(model)
         model.train()
-        lm_loss(model, batch).backward()
+        view.loss(model, batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         model.eval()
-        rows.append(rows[-1] + (probe_losses(model, probe) - base))
+        rows.append(rows[-1] + (view_probe_losses(view, model) - base))
         if progress:
             progress(k + 1, len(batches))
     model.load_state_dict(start)
