@@ -14,6 +14,14 @@ language, so the Hessian is not that of a random initialisation):
     PyHessian-style power iteration (tol 1e-3, at most 100 products), for the largest eigenvalue
     (the sharpness) and for the largest-magnitude one (what power iteration converges to).
 
+(c) products to a certified relative error of 1e-3 (residual <= 1e-3 |theta|, so |theta - lambda|
+    <= 1e-3 |theta| for some eigenvalue lambda) for the top eigenvalue: lmprobe Lanczos cold,
+    PyHessian-style power iteration (first product whose residual certifies 1e-3, at most 100),
+    scipy.sparse.linalg.eigsh (ARPACK, which="LA", tol 1e-3: the same residual criterion) on the same
+    operator behind a float64 LinearOperator, on three problems from |lambda_min|/lambda_max ~ 1 to
+    ~30; and lmprobe warm: SharpnessTracker measuring every step of a short Adam run.
+(d) Hutch++ against Hutchinson at equal products.
+
     HF_HUB_OFFLINE=1 python benchmarks/hessian.py --write
 """
 
@@ -35,24 +43,40 @@ from rich.table import Table  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.func import functional_call, grad, jvp  # noqa: E402
 
-from lmprobe.hessian import HessianOperator, lanczos, measurement_mode, power_iteration  # noqa: E402
+from lmprobe.hessian import (  # noqa: E402
+    HessianOperator,
+    SharpnessTracker,
+    hutch_plus_plus_trace,
+    hutchinson_trace,
+    lanczos,
+    measurement_mode,
+    power_iteration,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "hessian_scripts"))
+import hessian_problems as problems  # noqa: E402
 
 ACCURACY = 1e-3
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--embd", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--embd", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=8192)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--train-steps", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds for (a)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds for (a)")
     parser.add_argument("--reference-iters", type=int, default=60)
     parser.add_argument("--power-products", type=int, default=100,
                         help="products for the power-iteration run that ignores its stopping rule")
+    parser.add_argument("--track-steps", type=int, default=12, help="training steps measured by the tracker")
+    parser.add_argument("--track-lr", type=float, default=1e-4, help="Adam lr of the tracked training run")
+    parser.add_argument("--trace-products", type=int, default=30)
+    parser.add_argument("--trace-repeats", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", action="store_true", help="record the figures in BENCHMARKS.md")
     return parser.parse_args()
@@ -151,8 +175,109 @@ def first_within(history: list[list[float]], reference: float) -> int | None:
     return None
 
 
+def power_to_certified(operator, max_products: int = 100) -> tuple[int | None, float]:
+    """PyHessian's power iteration, run until its residual certifies ACCURACY (or max_products)."""
+    result = power_iteration(operator, max_iter=1, tol=0.0)  # first product, to get the start right
+    v = result.eigenvectors[:, 0]
+    for n in range(1, max_products + 1):
+        hv = operator.matvec(v).to(torch.float64)
+        v64 = v.to(torch.float64)
+        estimate = float(v64 @ hv)
+        residual = float((hv - estimate * v64).norm())
+        if residual <= ACCURACY * abs(estimate):
+            return n, estimate
+        v = (hv / hv.norm()).to(operator.dtype)
+    return None, estimate
+
+
+def eigsh_products(operator) -> tuple[int, float]:
+    """Products ARPACK (scipy eigsh, which="LA", tol 1e-3) takes on a float64 wrapper of `operator`."""
+    import numpy as np
+    from scipy.sparse.linalg import LinearOperator as ScipyOperator, eigsh
+
+    def matvec(x):
+        product = operator.matvec(torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(-1)).to(operator.dtype))
+        return product.to(torch.float64).numpy()
+
+    start = operator.n_products
+    wrapped = ScipyOperator((operator.dim, operator.dim), matvec=matvec, dtype=np.float64)
+    v0 = np.random.default_rng(0).standard_normal(operator.dim)
+    values = eigsh(wrapped, k=1, which="LA", tol=ACCURACY, v0=v0, return_eigenvectors=False)
+    return operator.n_products - start, float(values[-1])
+
+
+def certified_rows(name: str, make_operator: Callable[[], HessianOperator]) -> list[str]:
+    cold = lanczos(make_operator(), k=1, tol=ACCURACY, return_eigenvectors=False)
+    bottom = lanczos(make_operator(), k=1, which="SA", tol=ACCURACY, return_eigenvectors=False)
+    power_n, power_value = power_to_certified(make_operator())
+    arpack_n, arpack_value = eigsh_products(make_operator())
+    ratio = -bottom.eigenvalues[0] / cold.eigenvalues[0]
+    return [name, f"{cold.eigenvalues[0]:.5g}", f"{bottom.eigenvalues[0]:.5g}", f"{ratio:.1f}",
+            f"{cold.n_products}{'' if cold.converged else ' (not converged)'}",
+            f"{cold.error_bounds[0] / abs(cold.eigenvalues[0]):.1e}",
+            str(power_n) if power_n else "> 100", f"{power_value:.5g}", str(arpack_n), f"{arpack_value:.5g}"]
+
+
+def tracked_run(model: nn.Module, batch: torch.Tensor, args: argparse.Namespace) -> dict:
+    """SharpnessTracker every step of a short Adam run (plain Hessian), against cold Lanczos."""
+    tracker = SharpnessTracker(tol=ACCURACY)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.track_lr)
+    products, worst, cold_products, mismatches = [], 0.0, [], 0
+    for _ in range(args.track_steps):
+        report = tracker.measure(model, lm_loss, [batch], lr=args.track_lr)
+        products.append(report["n_products"])
+        worst = max(worst, report["error_bounds"][0] / abs(report["sharpness"]))
+        cold = lanczos(HessianOperator(model, lm_loss, [batch]), k=1, tol=ACCURACY, return_eigenvectors=False)
+        cold_products.append(cold.n_products)
+        if abs(cold.eigenvalues[0] - report["sharpness"]) > cold.error_bounds[0] + report["error_bounds"][0]:
+            mismatches += 1
+        optimizer.zero_grad(set_to_none=True)
+        lm_loss(model, batch).backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    warm = products[1:]
+    return {"products": products, "warm_mean": sum(warm) / len(warm), "worst": worst,
+            "cold_mean": sum(cold_products) / len(cold_products), "mismatches": mismatches}
+
+
+class MatrixOperator:
+    """A dense symmetric matrix behind the LinearOperator interface."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        self.matrix, self.dim, self.dtype, self.device = matrix, matrix.shape[0], matrix.dtype, matrix.device
+        self.n_products = 0
+
+    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
+        self.n_products += 1
+        return self.matrix @ vector
+
+
+def trace_rows(model: nn.Module, batch: torch.Tensor, args: argparse.Namespace) -> list[list[str]]:
+    rows = []
+    generator = torch.Generator().manual_seed(args.seed)
+    q, _ = torch.linalg.qr(torch.randn(2000, 2000, generator=generator, dtype=torch.float64))
+    decaying = MatrixOperator(q @ torch.diag(1.0 / torch.arange(1, 2001, dtype=torch.float64) ** 1.5) @ q.T)
+    for name, run in [
+        ("Hutchinson", lambda seed: hutchinson_trace(HessianOperator(model, lm_loss, [batch]),
+                                                     n_probes=args.trace_products, seed=seed)),
+        ("Hutch++", lambda seed: hutch_plus_plus_trace(HessianOperator(model, lm_loss, [batch]),
+                                                       n_products=args.trace_products, seed=seed)),
+        ("Hutchinson, dense 2000x2000, eigenvalues 1/i^1.5",
+         lambda seed: hutchinson_trace(decaying, n_probes=args.trace_products, seed=seed)),
+        ("Hutch++, dense 2000x2000, eigenvalues 1/i^1.5",
+         lambda seed: hutch_plus_plus_trace(decaying, n_products=args.trace_products, seed=seed)),
+    ]:
+        estimates = [run(1000 * r) for r in range(args.trace_repeats)]
+        values = torch.tensor([e.estimate for e in estimates], dtype=torch.float64)
+        rows.append([name, str(estimates[0].n_products), f"{float(values.mean()):.5g}",
+                     f"{sum(e.stderr for e in estimates) / len(estimates):.3g}",
+                     f"{float(values.std()):.3g}" if len(estimates) > 1 else "-"])
+    return rows
+
+
 def main() -> None:
     args = parse_args()
+    torch.set_num_threads(args.threads)
     console = Console()
     load_before = os.getloadavg()[0]
     console.print(f"building GPT-2 ({args.layers} layers, n_embd {args.embd}, vocab {args.vocab}) "
@@ -179,6 +304,20 @@ def main() -> None:
     power = power_iteration(HessianOperator(model, lm_loss, [batch]), tol=ACCURACY, max_iter=100)
     console.print(f"(b) power iteration run on past its rule ({args.power_products} products) ...")
     power_long = power_iteration(HessianOperator(model, lm_loss, [batch]), tol=0.0, max_iter=args.power_products)
+    console.print("(c) products to a certified 1e-3: three problems ...")
+    wrong_mlp, wrong_mlp_batches, _ = problems.confidently_wrong_mlp()
+    wrong_gpt2, wrong_gpt2_batches = problems.confidently_wrong_gpt2(dtype=torch.float32)
+    certified = [
+        certified_rows(f"GPT-2 above ({n_params:,} params, float32)", lambda: HessianOperator(model, lm_loss, [batch])),
+        certified_rows("tiny GPT-2, confidently wrong (1,080 params, float32)",
+                       lambda: HessianOperator(wrong_gpt2, problems.lm_loss, wrong_gpt2_batches, train=False)),
+        certified_rows("MLP, confidently wrong (123 params, float64)",
+                       lambda: HessianOperator(wrong_mlp, problems.classification_loss, wrong_mlp_batches)),
+    ]
+    console.print(f"(c) tracker during {args.track_steps} Adam steps (lr {args.track_lr:g}) ...")
+    tracked = tracked_run(model, batch, args)
+    console.print(f"(d) trace: {args.trace_repeats} repeats x {args.trace_products} products each ...")
+    traces = trace_rows(model, batch, args)
     load_after = os.getloadavg()[0]
 
     cost = Table(title=f"(a) one Hessian-vector product vs one gradient ({n_params:,} parameters, "
@@ -222,6 +361,28 @@ def main() -> None:
         )
     for line in summary:
         console.print(line)
+    certified_header = ("problem", "lambda_max", "lambda_min", "-lambda_min / lambda_max", "lmprobe cold: products",
+                        "its certified rel. error", "power iteration: products to certify its value", "power value",
+                        "eigsh (ARPACK): products", "eigsh value")
+    table_c = Table(title="(c) products to a certified 1e-3 relative error, top eigenvalue")
+    for column in certified_header:
+        table_c.add_column(column)
+    for row in certified:
+        table_c.add_row(*row)
+    console.print(table_c)
+    tracked_line = (
+        f"lmprobe warm (SharpnessTracker, every step of {args.track_steps} Adam steps at lr {args.track_lr:g} on the "
+        f"GPT-2 above): products per measurement {tracked['products']}, mean {tracked['warm_mean']:.2f} after the "
+        f"first (cold Lanczos on the same steps: mean {tracked['cold_mean']:.1f}); worst certified relative error "
+        f"{tracked['worst']:.1e}; steps where warm and cold disagree beyond both bounds: {tracked['mismatches']}."
+    )
+    console.print(tracked_line)
+    table_d = Table(title=f"(d) trace, {args.trace_products} products per estimate, {args.trace_repeats} seeds")
+    for column in ("estimator", "products", "mean estimate", "mean reported stderr", "std over seeds"):
+        table_d.add_column(column)
+    for row in traces:
+        table_d.add_row(*row)
+    console.print(table_d)
 
     if args.write:
         from record import write_section  # benchmarks/record.py, beside this script
@@ -256,8 +417,30 @@ def main() -> None:
             *["| " + " | ".join(row) + " |" for row in rows],
             "",
             *[f"- {line}" for line in summary],
+            "",
+            "(c) Products to a certified relative error of 1e-3 for the top eigenvalue (a residual <= 1e-3 |theta|: "
+            "some eigenvalue lies within 1e-3 |theta| of theta). lmprobe cold: Lanczos, tol 1e-3 (residual on each "
+            "wanted value and settled over 2 products). Power iteration: first product whose residual certifies "
+            "1e-3 (it converges to the largest-magnitude eigenvalue, so where lambda_min dominates it never "
+            "certifies the top one). eigsh: scipy ARPACK, which=LA, tol 1e-3, on a float64 LinearOperator around "
+            "the same operator. lambda_min from Lanczos which=SA at tol 1e-3.",
+            "",
+            "| " + " | ".join(certified_header) + " |",
+            "|---|" + "---:|" * (len(certified_header) - 1),
+            *["| " + " | ".join(row) + " |" for row in certified],
+            "",
+            f"- {tracked_line}",
+            "",
+            f"(d) Trace of the GPT-2 Hessian above and of a dense matrix with a decaying spectrum (exact trace "
+            f"{float((1.0 / torch.arange(1, 2001, dtype=torch.float64) ** 1.5).sum()):.4f}), {args.trace_products} "
+            f"products per estimate, {args.trace_repeats} seeds: Hutchinson (Rademacher probes) and Hutch++ (Meyer et al. 2021: a third of the products sketch the "
+            "top of the spectrum, a third take its trace exactly, a third probe the deflated rest).",
+            "",
+            "| estimator | products | mean estimate | mean reported stderr | std over seeds |",
+            "|---|---:|---:|---:|---:|",
+            *["| " + " | ".join(row) + " |" for row in traces],
         ]
-        command = "HF_HUB_OFFLINE=1 python benchmarks/hessian.py --write"
+        command = "HF_HUB_OFFLINE=1 python benchmarks/hessian.py --write  # one torch thread by default"
         write_section("Hessian", lines, command)
         console.print("wrote the Hessian section of BENCHMARKS.md")
 

@@ -78,7 +78,8 @@ class SharpnessConfig:
     batch_size: int = 8
     block: str | None = None  # parameter-name block, e.g. "wte" or "transformer.h.0"
     max_iter: int = 20
-    tol: float = 1e-3
+    tol: float = 1e-3  # relative error certified by the residual
+    follow_above: float | None = None  # also follow every eigenvalue above this fraction of the threshold (0.75: 1.5/lr)
 
 
 C = TypeVar("C")

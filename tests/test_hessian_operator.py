@@ -87,16 +87,21 @@ def test_power_iteration_matches_dense_top_eigenvalue(name):
     spectrum = torch.linalg.eigvalsh(dense)
     largest_magnitude = spectrum[spectrum.abs().argmax()]
     result = power_iteration(HessianOperator(model, loss_fn, batches, block=block), max_iter=2000, tol=1e-10)
-    assert result.converged
-    assert abs(result.eigenvalues[0] - float(largest_magnitude)) <= RTOL * abs(float(largest_magnitude))
+    error = abs(result.eigenvalues[0] - float(largest_magnitude))
+    assert error <= RTOL * abs(float(largest_magnitude))
+    assert error <= result.error_bounds[0] == result.residuals[0]
+    # PyHessian's rule stopped it (relative change < 1e-10), but its residual does not support 1e-10
+    assert result.n_products < 2000 and not result.converged
 
 
 def test_power_iteration_stops_on_relative_change():
     model, loss_fn, batches, block, _ = case("mlp")
     result = power_iteration(HessianOperator(model, loss_fn, batches), max_iter=100, tol=1e-3)
     last, before = result.history[-1][0], result.history[-2][0]
-    assert result.converged and abs(last - before) / (abs(before) + 1e-6) < 1e-3
+    assert abs(last - before) / (abs(before) + 1e-6) < 1e-3
     assert result.n_products == len(result.history) < 100
+    # stopped by the relative change, yet not certified: its residual is above 1e-3 * |estimate|
+    assert result.residuals[0] > 1e-3 * abs(last) and not result.converged
 
 
 @pytest.mark.parametrize("name", ["mlp", "gpt2_block"])

@@ -3,6 +3,7 @@
     op = HessianOperator(model, loss_fn, batches, block="transformer.h.0")
     top = lanczos(op, k=3)                  # top eigenpairs, counted products
     measure_sharpness(model, loss_fn, batches, optimizer=opt)   # what a training loop calls
+    tracker = SharpnessTracker(); tracker.measure(model, loss_fn, batches, optimizer=opt)  # every step
 
 Model-agnostic: anything with parameters and a `loss_fn(model, batch) -> scalar mean loss`.
 """
@@ -16,6 +17,7 @@ from lmprobe.hessian.power import power_iteration
 from lmprobe.hessian.precondition import AdamPreconditioner, PreconditionedOperator, adam_preconditioner
 from lmprobe.hessian.results import EigenResult
 from lmprobe.hessian.sharpness import measure_sharpness
+from lmprobe.hessian.tracking import SharpnessTracker
 from lmprobe.hessian.thresholds import (
     StabilityThreshold,
     adam_threshold,
@@ -24,7 +26,7 @@ from lmprobe.hessian.thresholds import (
     nesterov_threshold,
     optimizer_threshold,
 )
-from lmprobe.hessian.trace import TraceEstimate, hutchinson_trace
+from lmprobe.hessian.hutchinson import TraceEstimate, hutch_plus_plus_trace, hutchinson_trace
 
 __all__ = [
     "BLOCK_ALIASES",
@@ -34,12 +36,14 @@ __all__ = [
     "LinearOperator",
     "NonFiniteProductError",
     "PreconditionedOperator",
+    "SharpnessTracker",
     "StabilityThreshold",
     "TraceEstimate",
     "adam_preconditioner",
     "adam_threshold",
     "gd_threshold",
     "heavy_ball_threshold",
+    "hutch_plus_plus_trace",
     "hutchinson_trace",
     "lanczos",
     "measure_sharpness",

@@ -4,6 +4,11 @@ Normalise v, take Hv, read the Rayleigh quotient v.Hv, set v = Hv/||Hv||, and st
 quotient changes by less than `tol` relative to the previous one (or after `max_iter` products).
 It finds the eigenvalue of largest magnitude, and converges at rate |lambda_2 / lambda_1|: a
 small relative change per step is not the same as a small error when that ratio is near 1.
+
+It is a baseline, kept to compare against, with one fix: PyHessian's rule still decides when to
+stop, but `converged` is reported True only when the residual ||Hv - theta v|| (some eigenvalue
+lies within it of theta) is also at most `tol * |theta|`, so a stall on a slowly converging
+estimate is never reported as converged. `error_bounds` holds that residual.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import time
 
 import torch
 
+from lmprobe.hessian.accumulate import FLOAT64, dot64, norm64
 from lmprobe.hessian.operator import LinearOperator, checked_matvec
 from lmprobe.hessian.results import EigenResult, seeded_vector
 
@@ -31,28 +37,30 @@ def power_iteration(
     previous: float | None = None
     estimate, residual = 0.0, 0.0
     history: list[list[float]] = []
-    converged = False
+    stopped = False
     for iteration in range(1, max_iter + 1):
         hv = checked_matvec(operator, v, solver="power iteration", iteration=iteration).to(operator.dtype)
-        estimate = float(torch.dot(v, hv))
-        hv_norm = float(torch.linalg.vector_norm(hv))
-        residual = max(hv_norm**2 - estimate**2, 0.0) ** 0.5  # ||Hv - (v.Hv) v|| for unit v
+        estimate = dot64(v, hv)
+        hv_norm = norm64(hv)
+        residual = norm64(hv.to(FLOAT64) - estimate * v.to(FLOAT64))  # ||Hv - (v.Hv) v|| for unit v
         history.append([estimate])
         eigenvector = v
         if hv_norm == 0.0:  # v lies in the null space: H has no larger eigenvalue to find from it
-            converged = True
+            stopped = True
             break
         v = hv / hv_norm
         if previous is not None and abs(estimate - previous) / (abs(previous) + 1e-6) < tol:
-            converged = True
+            stopped = True
             break
         previous = estimate
     return EigenResult(
         eigenvalues=[estimate],
         residuals=[residual],
         n_products=operator.n_products - start_products,
-        converged=converged,
+        converged=stopped and (hv_norm == 0.0 or residual <= tol * abs(estimate)),
         seconds=time.perf_counter() - start_time,
         eigenvectors=eigenvector.unsqueeze(1),
         history=history,
+        error_bounds=[residual],
+        bound_kinds=["residual"],
     )

@@ -12,9 +12,14 @@ class EigenResult:
     """Eigenvalue estimates, best first, with the cost of getting them.
 
     `eigenvectors` holds unit vectors as columns (dim x k), or None when not requested.
-    `residuals[i]` is ||H y_i - theta_i y_i||, an upper bound on the distance from theta_i to the
-    nearest true eigenvalue. `history[j]` holds the estimates after product j+1 (for convergence
-    plots and for counting products to a given accuracy).
+    `residuals[i]` is ||H y_i - theta_i y_i||: some eigenvalue of H lies within it of theta_i, always.
+    `error_bounds[i]` is the certified bound quoted for theta_i and `bound_kinds[i]` says which it
+    is: "residual" (r_i plus 10 eps(dtype) max|Ritz value| for rounding, valid always). `gap_error_estimates[i]` is the tighter Kato-Temple-style
+    r_i^2 / gap_i with gap_i from the other Ritz values: usually the real error's size, but not
+    certified (an eigenvalue the Krylov space has not resolved may be closer than the Ritz gap).
+    `converged` is True only when the solver's stopping
+    rule was met (never because it ran out of products). `history[j]` holds the estimates after
+    product j+1 (for convergence plots and for counting products to a given accuracy).
     """
 
     eigenvalues: list[float]
@@ -24,6 +29,14 @@ class EigenResult:
     seconds: float
     eigenvectors: torch.Tensor | None = None
     history: list[list[float]] = field(default_factory=list)
+    error_bounds: list[float] = field(default_factory=list)
+    bound_kinds: list[str] = field(default_factory=list)
+    gap_error_estimates: list[float] = field(default_factory=list)
+    extra_eigenvalues: list[float] = field(default_factory=list)  # Ritz values of the extra vectors
+
+    def relative_errors(self) -> list[float]:
+        """error_bounds[i] / |eigenvalues[i]| (inf for a zero eigenvalue)."""
+        return [b / abs(v) if v else float("inf") for b, v in zip(self.error_bounds, self.eigenvalues)]
 
 
 def seeded_vector(

@@ -1,8 +1,11 @@
 """Sharpness during training: the top Hessian eigenvalue on fixed batches, every N steps.
 
-The batches are the first `n_batches * batch_size` training examples (saved in
-probe/train_sample.npz, where `lmprobe sharpness` reads them too), the same at every measurement,
-so the curve shows the loss landscape changing and not the sample. Each process measures its share
+Measurements warm-start from the previous eigenvectors (lmprobe.hessian.SharpnessTracker), so
+tracking every few steps costs a handful of Hessian-vector products, each value certified to
+`tol` by its residual (logged as sharpness_error_bound). The batches are the first
+`n_batches * batch_size` training examples (saved in probe/train_sample.npz, where `lmprobe
+sharpness` reads them too), the same at every measurement, so the curve shows the loss landscape
+changing and not the sample. Each process measures its share
 of them; the Hessian module sums the products across processes.
 """
 
@@ -13,7 +16,8 @@ from typing import Any, Callable
 import torch
 
 from lmprobe.config import SharpnessConfig
-from lmprobe.hessian import measure_sharpness, shard_batches
+from lmprobe.hessian import SharpnessTracker, measure_sharpness, shard_batches
+from lmprobe.train.sampler import shard
 
 METRIC_KEYS = {  # measure_sharpness key -> metrics.jsonl key
     "sharpness": "sharpness",
@@ -21,24 +25,46 @@ METRIC_KEYS = {  # measure_sharpness key -> metrics.jsonl key
     "gd_threshold": "two_over_lr",
     "preconditioned_sharpness": "preconditioned_sharpness",
     "preconditioned_threshold": "preconditioned_threshold",
+    "error_bounds": "sharpness_error_bound",
+    "preconditioned_error_bounds": "preconditioned_error_bound",
+    "converged": "sharpness_converged",
     "n_products": "hessian_products",
     "seconds": "hessian_seconds",
 }
+FOLLOW_KEYS = ("follow_cut", "n_above_cut", "preconditioned_follow_cut", "preconditioned_n_above_cut")
 
 
 def sharpness_hook(task, cfg: SharpnessConfig, batches: list[dict[str, torch.Tensor]],
                    trainer) -> Callable[..., dict[str, Any]]:
-    """A `(model, step, lr) -> metrics` callable for `Trainer.sharpness_fn`."""
+    """A `(model, step, lr) -> metrics` callable for `Trainer.sharpness_fn`.
+
+    Under mini-batch SGD it also logs the batch sharpness: the top eigenvalue of the loss of the
+    mini-batch the step just trained on (its first micro-batch), which recent work finds sits at
+    2/lr under SGD while the full-batch sharpness stays below it.
+    """
     mine = [trainer._to_device(b) for b in shard_batches(batches)]
+    stochastic = not trainer.full_batch and trainer.cfg.optim.name == "sgd"
+    tracker = SharpnessTracker(k=cfg.k, block=cfg.block, tol=cfg.tol, max_iter=cfg.max_iter,
+                               follow_above=cfg.follow_above)
 
     def measure(model: torch.nn.Module, step: int, lr: float) -> dict[str, Any]:
-        report = measure_sharpness(
-            model, task.loss, mine, k=cfg.k, block=cfg.block, optimizer=trainer.optimizer,
-            lr=lr, tol=cfg.tol, max_iter=cfg.max_iter, seed=step,
-        )
+        report = tracker.measure(model, task.loss, mine, optimizer=trainer.optimizer, lr=lr)
+        for key in ("error_bounds", "preconditioned_error_bounds"):  # the top eigenvalue's bound
+            report[key] = (report.get(key) or [None])[0]
         out = {METRIC_KEYS[k]: report[k] for k in METRIC_KEYS if report.get(k) is not None}
-        if cfg.k > 1:
+        if cfg.k > 1 or cfg.follow_above is not None:
             out["eigenvalues"] = report["eigenvalues"]
+            out.update({k: report[k] for k in FOLLOW_KEYS if report.get(k) is not None})
+        if stochastic:
+            out["batch_sharpness"] = batch_sharpness(model, step - 1, lr)
         return out
+
+    def batch_sharpness(model: torch.nn.Module, step: int, lr: float) -> float:
+        indices = shard(trainer.sampler.global_batch(step, 0, trainer.n_micro),
+                        trainer.acc.process_index, trainer.acc.num_processes)
+        batch = trainer._to_device(task.train_batch(indices))
+        report = measure_sharpness(model, task.loss, [batch], block=cfg.block, lr=lr, tol=cfg.tol,
+                                   max_iter=cfg.max_iter, seed=step)
+        return report["sharpness"]
 
     return measure

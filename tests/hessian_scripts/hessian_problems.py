@@ -101,3 +101,53 @@ def dense_hessian(model: nn.Module, loss_fn: Callable, batches: list, names: lis
 
     with sdpa_kernel(SDPBackend.MATH):
         return torch.autograd.functional.hessian(loss_of, flat)
+
+
+def confidently_wrong_mlp(seed: int = 3, input_scale: float = 3.0, steps: int = 200):
+    """(model, batches, AdamW) where one tanh MLP, trained with AdamW on a linear teacher, is
+    evaluated on the example it is most confident about, labelled with its least likely class.
+    Large inputs make the within-layer curvature (negative for the units behind the wrong answer)
+    dominate: the most negative Hessian eigenvalue is ~37x the largest (checked in the tests)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).double()
+    with torch.no_grad():
+        model[0].weight.div_(input_scale)
+    generator = torch.Generator().manual_seed(seed + 10)
+    x = torch.randn(60, 6, generator=generator, dtype=torch.float64) * input_scale
+    y = (x @ torch.randn(6, 3, generator=generator, dtype=torch.float64)).argmax(1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.02, weight_decay=0.01)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        classification_loss(model, (x, y)).backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        logits = model(x)
+    index = logits.softmax(1).max(1).values.argmax().reshape(1)
+    return model, [(x[index], logits[index].argmin(1))], optimizer
+
+
+
+def confidently_wrong_gpt2(seed: int = 0, steps: int = 60, lr: float = 0.03, dtype: torch.dtype = torch.float64):
+    """(model, batches): a 1,080-parameter GPT-2 (1 layer, n_embd 8, vocab 16) after `steps` AdamW
+    steps on sequences that count up by 1 (mod 16), measured on sequences that count up by 3: it is
+    confidently wrong, and the most negative Hessian eigenvalue is ~4x the largest (checked)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    def counting(stride: int, generator: torch.Generator) -> torch.Tensor:
+        start = torch.randint(0, 16, (4, 1), generator=generator)
+        return (start + stride * torch.arange(8)) % 16
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=8,
+        bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    model = GPT2LMHeadModel(config).to(dtype)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        lm_loss(model, counting(1, generator)).backward()
+        optimizer.step()
+    return model, [counting(3, generator)]
