@@ -1,4 +1,10 @@
-"""How GPT-2-style tokens are shown: a leading space as ␣, newlines and tabs as backslash escapes."""
+"""How GPT-2-style tokens are shown to people: invisible characters made visible.
+
+A newline is printed as the two characters "\\n", a tab as "\\t", a carriage return as "\\r",
+and each leading space of a token as "␣" (U+2423, OPEN BOX): GPT-2 tokens carry their leading
+space, and " the" vs "the" matters. These are text-domain rules; the mining report itself is
+domain-agnostic and shows whatever its describe / key_label callables return.
+"""
 
 from __future__ import annotations
 

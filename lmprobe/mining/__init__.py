@@ -16,7 +16,15 @@ What `mine(...)` returns (`MiningResult`):
 * pairs — opposing pairs: groups agreeing on every key but "target" whose per-interval mean
   loss changes are significantly anti-correlated once the global trend is regressed out;
 * clusters — beyond the paper: k-means on the detrended change trajectories of the top
-  movers, each cluster described by its most enriched key values, plus opposing cluster pairs.
+  movers, each cluster described by its significantly enriched key values (hypergeometric p,
+  Bonferroni-adjusted) and the key kinds that dominate it, plus opposing cluster pairs;
+* mode — "groups" (the above) or "cluster" (by="cluster": clusters and their pairs only);
+* window_choice — which window was mined and why.
+
+Window: without an explicit window the initial loss collapse is left out (`transient`): early
+intervals where every loss falls together give each group a large smooth residual that
+swamps the statistics (planted rare-target pairs went missing). An explicit window is used as
+given; skip_transient=False keeps the whole trace.
 
 Detrending: each group's series of mean changes is regressed, with an intercept, on the mean
 change of all kept examples outside the pair being tested, and the residual is used.
@@ -29,7 +37,9 @@ are winsorised at 4 robust standard deviations against heavy-tailed single-examp
 
 Score of a pair: sqrt(-cov(x_a, x_b)) of the two residual series — the geometric mean of the
 two groups' shared, opposed swing amplitudes, in loss units per interval. Members' own noise
-does not inflate it (it does inflate each group's std, the reported `amp`).
+does not inflate it (it does inflate each group's std, the reported `amp`). Pairs are ranked
+by strength = score * sqrt(smaller group's size), which grows with size and swing but not
+with noise (see `opposing` for why).
 
 Significance: r = correlation of the standardised residuals (reported as `corr`),
 z = atanh(r) * sqrt((n - 4) / v), n = intervals, v = Bartlett's variance factor
@@ -57,7 +67,7 @@ Swings: intervals where both residual series move by more than one std, in oppos
 directions.
 """
 
-from lmprobe.mining.clusters import Cluster, ClusterPair, Clusters, Enrichment, cluster_movers
+from lmprobe.mining.clusters import Cluster, ClusterPair, Clusters, Dominance, Enrichment, cluster_movers
 from lmprobe.mining.groups import Group, GroupIndex, group_examples
 from lmprobe.mining.histogram import Histogram
 from lmprobe.mining.inputs import TraceWindow, parse_by, select_window, validate_keys
@@ -67,10 +77,11 @@ from lmprobe.mining.opposing import OpposingPair, PairTest, Swing, find_opposing
 from lmprobe.mining.result import MiningResult
 from lmprobe.mining.stats import regress_out
 from lmprobe.mining.stream import TraceScan, scan_trace
+from lmprobe.mining.transient import WindowChoice, choose_window
 
 __all__ = [
-    "Cluster", "ClusterPair", "Clusters", "Enrichment", "Group", "GroupIndex", "Histogram",
+    "Cluster", "ClusterPair", "Clusters", "Dominance", "Enrichment", "Group", "GroupIndex", "Histogram",
     "MiningResult", "Movers", "OpposingPair", "PairTest", "Swing", "TraceScan", "TraceWindow",
     "cluster_movers", "find_movers", "find_opposing_pairs", "group_examples", "mine", "parse_by",
-    "regress_out", "scan_trace", "select_window", "validate_keys",
+    "WindowChoice", "choose_window", "regress_out", "scan_trace", "select_window", "validate_keys",
 ]

@@ -7,9 +7,15 @@
    32-dimensional principal subspace (denoising, and k-means cost no longer grows with the
    number of intervals) and clustered with k-means (Euclidean distance on unit vectors = correlation
    distance; anti-phased examples land in different clusters).
-3. Each cluster is described by the key values most enriched in it:
+3. Each cluster is described by the key values significantly enriched in it:
    enrichment = (count in cluster / cluster size) / (count among all kept examples / kept),
-   among values seen at least `min_count` times in the cluster.
+   with a one-sided hypergeometric p-value (Fisher's exact test: drawing the cluster's members
+   from all kept examples, at least `count` of them carry the value), Bonferroni-adjusted over
+   every (cluster, key, value) tested — values seen at least `min_count` times in a cluster.
+   Only values with adjusted p <= ENRICHMENT_ALPHA are listed, most significant first. A
+   cluster is "dominated" by a key when that key's most significant value holds at least
+   DOMINANT_SHARE of its members: a cluster dominated by feature and target is one keyed
+   group; by feature alone, a feature whose targets move together; none: "mixed".
 
 Opposing cluster pairs need care: clusters are cut out of the very noise a test would look
 at, so two clusters of pure noise come out anti-correlated. The intervals are therefore split
@@ -30,7 +36,7 @@ import numpy as np
 
 from lmprobe.mining.inputs import TraceWindow
 from lmprobe.mining.kmeans import kmeans
-from lmprobe.mining.opposing import DEFAULT_ALPHA, MIN_INTERVALS, SWING_Z, PairTest, Swing
+from lmprobe.mining.opposing import DEFAULT_ALPHA, MIN_INTERVALS, SWING_Z, PairTest, Swing, pair_strength
 from lmprobe.mining.stats import (
     bonferroni_threshold,
     pair_z,
@@ -44,6 +50,8 @@ from lmprobe.mining.stats import (
 from lmprobe.mining.topk import top_k_rows
 
 ENRICHED_PER_KEY = 3
+ENRICHMENT_ALPHA = 0.01
+DOMINANT_SHARE = 0.5
 EXAMPLES_PER_CLUSTER = 5
 FOLD_BLOCKS = 8
 CLUSTER_CELLS = 1 << 21  # intervals x candidates gathered at most (tens of MiB of work arrays)
@@ -58,15 +66,36 @@ class Enrichment:
     count: int  # members of the cluster with this value
     total: int  # kept examples with this value
     enrichment: float  # (count / cluster size) / (total / kept examples)
+    p_value: float = 1.0  # one-sided hypergeometric (Fisher) p-value
+    p_adjusted: float = 1.0  # Bonferroni over every (cluster, key, value) tested
+    share: float = 0.0  # count / cluster size
 
     def to_dict(self) -> dict[str, Any]:
         return {"value": int(self.value), "count": int(self.count), "total": int(self.total),
-                "enrichment": float(self.enrichment)}
+                "enrichment": float(self.enrichment), "p_value": float(self.p_value),
+                "p_adjusted": float(self.p_adjusted), "share": float(self.share)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Enrichment":
         return cls(int(data["value"]), int(data["count"]), int(data["total"]),
-                   float(data["enrichment"]))
+                   float(data["enrichment"]), float(data.get("p_value", 1.0)),
+                   float(data.get("p_adjusted", 1.0)), float(data.get("share", 0.0)))
+
+
+@dataclass
+class Dominance:
+    """A key whose most significant value holds at least DOMINANT_SHARE of a cluster."""
+
+    key: str
+    value: int
+    share: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "value": int(self.value), "share": float(self.share)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Dominance":
+        return cls(str(data["key"]), int(data["value"]), float(data["share"]))
 
 
 @dataclass
@@ -79,6 +108,12 @@ class Cluster:
     mean_change: np.ndarray  # float64 [intervals]: members' mean detrended loss change
     examples: np.ndarray  # members closest to the cluster centre, closest first
     enriched: dict[str, list[Enrichment]] = field(default_factory=dict)
+    dominant: list[Dominance] = field(default_factory=list)  # empty: "mixed"
+
+    @property
+    def dominated_by(self) -> str:
+        """The key kinds that dominate the cluster, e.g. "feature+target", or "mixed"."""
+        return "+".join(d.key for d in self.dominant) or "mixed"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +122,8 @@ class Cluster:
             "mean_change": [float(v) for v in self.mean_change],
             "examples": [int(i) for i in self.examples],
             "enriched": {k: [e.to_dict() for e in v] for k, v in self.enriched.items()},
+            "dominated_by": self.dominated_by,
+            "dominant": [d.to_dict() for d in self.dominant],
         }
 
     @classmethod
@@ -97,6 +134,7 @@ class Cluster:
             mean_change=np.asarray(data["mean_change"], dtype=np.float64),
             examples=np.asarray(data["examples"], dtype=np.int64),
             enriched={k: [Enrichment.from_dict(e) for e in v] for k, v in data["enriched"].items()},
+            dominant=[Dominance.from_dict(d) for d in data.get("dominant", [])],
         )
 
 
@@ -112,18 +150,21 @@ class ClusterPair:
     z: float
     score: float  # sqrt(-cov) on the held-out intervals, loss units per interval
     swings: list[Swing] = field(default_factory=list)  # over all intervals
+    strength: float = 0.0  # score * sqrt(smaller size): the ranking key, as for key pairs
 
     def to_dict(self) -> dict[str, Any]:
         return {"cluster_a": int(self.cluster_a), "cluster_b": int(self.cluster_b),
                 "size_a": int(self.size_a), "size_b": int(self.size_b),
                 "corr": float(self.corr), "z": float(self.z), "score": float(self.score),
-                "swings": [s.to_dict() for s in self.swings]}
+                "strength": float(self.strength), "swings": [s.to_dict() for s in self.swings]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ClusterPair":
-        return cls(int(data["cluster_a"]), int(data["cluster_b"]), int(data["size_a"]),
-                   int(data["size_b"]), float(data["corr"]), float(data["z"]),
-                   float(data["score"]), [Swing.from_dict(s) for s in data["swings"]])
+        score, size_a, size_b = float(data["score"]), int(data["size_a"]), int(data["size_b"])
+        return cls(int(data["cluster_a"]), int(data["cluster_b"]), size_a, size_b,
+                   float(data["corr"]), float(data["z"]), score,
+                   [Swing.from_dict(s) for s in data["swings"]],
+                   float(data.get("strength", pair_strength(score, size_a, size_b))))
 
 
 @dataclass
@@ -249,24 +290,46 @@ def fold_of_intervals(n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
     return fit, ~fit & ~touches_fit
 
 
-def describe_cluster(
-    members: np.ndarray, keys: Mapping[str, np.ndarray], keep: np.ndarray, min_count: int
-) -> dict[str, list[Enrichment]]:
-    """The most enriched values of each key among a cluster's members."""
+def enrichment_tests(
+    clusters: list[np.ndarray], keys: Mapping[str, np.ndarray], keep: np.ndarray, min_count: int
+) -> list[dict[str, list[Enrichment]]]:
+    """Every value seen >= min_count times in a cluster, with its hypergeometric p-value and the
+    Bonferroni adjustment over all of them; per cluster and key, most significant first."""
+    from scipy.stats import hypergeom
+
     n_kept = int(keep.sum())
-    described: dict[str, list[Enrichment]] = {}
+    found: list[dict[str, list[Enrichment]]] = [{} for _ in clusters]
     for name, values in keys.items():
         overall_values, overall_counts = np.unique(values[keep], return_counts=True)
-        found, counts = np.unique(values[members], return_counts=True)
-        totals = overall_counts[np.searchsorted(overall_values, found)]
-        ratio = (counts / members.size) / (totals / n_kept)
-        eligible = np.flatnonzero(counts >= min_count)
-        order = eligible[np.lexsort((found[eligible], -counts[eligible], -ratio[eligible]))]
-        described[name] = [
-            Enrichment(int(found[i]), int(counts[i]), int(totals[i]), float(ratio[i]))
-            for i in order[:ENRICHED_PER_KEY]
-        ]
-    return described
+        for c, members in enumerate(clusters):
+            seen, counts = np.unique(values[members], return_counts=True)
+            totals = overall_counts[np.searchsorted(overall_values, seen)]
+            eligible = counts >= min_count
+            seen, counts, totals = seen[eligible], counts[eligible], totals[eligible]
+            p = hypergeom.sf(counts - 1, n_kept, totals, members.size)
+            ratio = (counts / members.size) / (totals / n_kept)
+            found[c][name] = [Enrichment(int(v), int(k), int(t), float(r), float(q), 1.0, k / members.size)
+                              for v, k, t, r, q in zip(seen, counts, totals, ratio, p)]
+    n_tests = sum(len(e) for per_cluster in found for e in per_cluster.values())
+    for per_cluster in found:
+        for name, entries in per_cluster.items():
+            for e in entries:
+                e.p_adjusted = min(1.0, e.p_value * n_tests)
+            entries.sort(key=lambda e: (e.p_value, -e.enrichment, e.value))
+    return found
+
+
+def describe_cluster(
+    tested: dict[str, list[Enrichment]], size: int
+) -> tuple[dict[str, list[Enrichment]], list[Dominance]]:
+    """The significant enrichments of one cluster (a few per key) and the keys dominating it."""
+    enriched = {name: [e for e in entries if e.p_adjusted <= ENRICHMENT_ALPHA][:ENRICHED_PER_KEY]
+                for name, entries in tested.items()}
+    dominant = [Dominance(name, found[0].value, found[0].count / size)
+                for name, found in enriched.items()
+                if found and found[0].count / size >= DOMINANT_SHARE]
+    dominant.sort(key=lambda d: (-d.share, d.key))
+    return enriched, dominant
 
 
 def cluster_movers(
@@ -315,20 +378,20 @@ def cluster_movers(
     labels, centres, _ = kmeans(points, n_clusters, seed=seed)
 
     clusters, raw_means = [], []
-    for cid in range(centres.shape[0]):
+    ids = [cid for cid in range(centres.shape[0]) if np.any(labels == cid)]
+    tested = enrichment_tests([candidates[labels == cid] for cid in ids], keys, keep, min_count)
+    for cid, tests in zip(ids, tested):
         inside = np.flatnonzero(labels == cid)
-        if inside.size == 0:
-            continue
         distance = np.sum((points[inside] - centres[cid]) ** 2, axis=1)
         closest = inside[np.lexsort((candidates[inside], distance))][:EXAMPLES_PER_CLUSTER]
         members = candidates[inside]
         raw_means.append(changes[:, inside].mean(axis=1))
+        enriched, dominant = describe_cluster(tests, int(inside.size))
         clusters.append(Cluster(
             id=cid, size=int(inside.size), members=members,
             # Regression is linear: the mean of members' residuals is the mean's residual.
             mean_change=regress_out(raw_means[-1][:, None], trend)[:, 0],
-            examples=candidates[closest],
-            enriched=describe_cluster(members, keys, keep, min_count),
+            examples=candidates[closest], enriched=enriched, dominant=dominant,
         ))
     raw_means = np.stack(raw_means, axis=1)
     pairs, test = _opposing_clusters(clusters, raw_means, trend * n_kept, n_kept, scale,
@@ -374,6 +437,6 @@ def _opposing_clusters(
         score = math.sqrt(max(0.0, -float(np.mean(held_a * held_b))))
         ca, cb = clusters[a[k]], clusters[b[k]]
         pairs.append(ClusterPair(ca.id, cb.id, ca.size, cb.size, float(corr[k]), float(z[k]),
-                                 score, swings))
-    pairs.sort(key=lambda p: (-p.score, p.cluster_a, p.cluster_b))
+                                 score, swings, pair_strength(score, ca.size, cb.size)))
+    pairs.sort(key=lambda p: (-p.strength, p.cluster_a, p.cluster_b))
     return pairs, PairTest(n_held, n_tests, alpha, threshold)

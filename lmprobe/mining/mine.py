@@ -13,11 +13,14 @@ from lmprobe.mining.groups import Group, GroupIndex, group_examples
 from lmprobe.mining.histogram import Histogram, sample_edges
 from lmprobe.mining.inputs import TraceWindow, parse_by, select_window, validate_keys
 from lmprobe.mining.movers import Movers, window_movers
-from lmprobe.mining.opposing import DEFAULT_ALPHA, find_opposing_pairs
+from lmprobe.mining.opposing import DEFAULT_ALPHA, PairTest, find_opposing_pairs
+from lmprobe.mining.stats import bonferroni_threshold
 from lmprobe.mining.result import MiningResult
 from lmprobe.mining.stream import DEFAULT_CHUNK_CELLS, TraceScan, scan_trace
+from lmprobe.mining.transient import choose_window
 
 EXAMPLES_PER_GROUP = 5
+CLUSTER_MODE = "cluster"
 GROUP_CELLS = 1 << 25  # records x groups of per-record group sums kept at most (256 MiB)
 
 
@@ -120,6 +123,7 @@ def mine(
     bins: int = 64,
     chunk_cells: int = DEFAULT_CHUNK_CELLS,
     seed: int = 0,
+    skip_transient: bool = True,
 ) -> MiningResult:
     """Mine a loss trace [records x examples] for movers, groups, opposing pairs and clusters.
 
@@ -128,6 +132,9 @@ def mine(
     "feature", ...). by: key names joined by "-" that define groups; window=(A, B) keeps
     records with A <= step <= B. top: movers per interval; min_size: smallest group kept;
     alpha: family-wise error rate of the pair tests; n_clusters=0 switches clustering off.
+    Without a window the initial loss collapse is left out (`transient`; skip_transient=False
+    keeps it); `result.window_choice` says which window was mined and why.
+    by="cluster": no keyed groups or pairs, only the clustering (n_clusters >= 2 needed).
     Memory: O(chunk_cells + examples + records x groups); groups beyond GROUP_CELLS / records
     (largest kept) and cluster candidates beyond CLUSTER_CELLS / intervals are dropped, with
     a note in `warnings`.
@@ -135,10 +142,17 @@ def mine(
     _check_settings(top, min_size, alpha, bins, chunk_cells, n_clusters, cluster_top)
     trace = select_window(losses, steps, window)
     keys = validate_keys(keys, trace.n_examples)
-    key_names = parse_by(by, keys)
+    mode = CLUSTER_MODE if by == CLUSTER_MODE else "groups"
+    if mode == CLUSTER_MODE and n_clusters < 2:
+        raise LmprobeError(f"by='cluster' needs n_clusters >= 2, got {n_clusters}")
+    key_names = parse_by(by, keys) if mode == "groups" else ()
+    trace, window_choice = choose_window(trace, window, skip_transient)
     edges = sample_edges(trace, bins)
     group_budget = max(1, GROUP_CELLS // trace.n_records)
-    keep, index, scan = scan_finite(trace, keys, key_names, min_size=min_size,
+    # Cluster mode groups nothing: one key of its own, no group reaching the minimum size.
+    keep, index, scan = scan_finite(trace, keys if key_names else {"example": np.arange(trace.n_examples)},
+                                    key_names or ("example",),
+                                    min_size=min_size if key_names else trace.n_examples + 1,
                                     max_groups=min(max_groups or group_budget, group_budget),
                                     top=top, edges=edges, chunk_cells=chunk_cells)
     notes = []
@@ -161,9 +175,13 @@ def mine(
               members=members, mean_loss=mean_loss[:, g], examples=shown[g])
         for g, members in enumerate(index.members())
     ]
-    pairs, pair_test = find_opposing_pairs(mean_loss, scan.trend, index.keys, index.sizes,
-                                           key_names, trace.steps, scan.scale,
-                                           n_total=scan.n_kept, alpha=alpha)
+    if mode == CLUSTER_MODE:
+        pairs, pair_test = [], PairTest(trace.n_intervals, 0, alpha, bonferroni_threshold(alpha, 1),
+                                        "cluster mode: no keyed groups (see clusters)")
+    else:
+        pairs, pair_test = find_opposing_pairs(mean_loss, scan.trend, index.keys, index.sizes,
+                                               key_names, trace.steps, scan.scale,
+                                               n_total=scan.n_kept, alpha=alpha)
     clusters = None
     if n_clusters > 0:
         clusters = cluster_movers(trace, scan.trend, scan.scale, movement, keep, keys,
@@ -177,12 +195,13 @@ def mine(
         **window_movers(trace, scan, keep, top),
     )
     return MiningResult(
-        by=by, key_names=key_names, steps=trace.steps, n_examples=trace.n_examples,
+        by=by, mode=mode, window_choice=window_choice,
+        key_names=key_names, steps=trace.steps, n_examples=trace.n_examples,
         skipped=skipped, global_mean_loss=scan.kept_sum / scan.n_kept,
         movers=movers, histogram=scan.histogram, groups=groups, pairs=pairs,
         pair_test=pair_test, clusters=clusters,
         settings={"top": top, "min_size": min_size, "alpha": alpha, "n_clusters": n_clusters,
                   "cluster_top": cluster_top, "max_groups": max_groups, "bins": bins,
-                  "chunk_cells": chunk_cells, "seed": seed},
+                  "chunk_cells": chunk_cells, "seed": seed, "skip_transient": skip_transient},
         warnings=notes,
     )

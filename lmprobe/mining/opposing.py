@@ -12,7 +12,19 @@ recorded interval. If x_a = s + noise_a and x_b = -k*s + noise_b, then -cov = k 
 the score is the geometric mean of the two groups' shared, opposed swing amplitudes, and the
 members' idiosyncratic noise (large for small groups) adds nothing to it in expectation —
 unlike raw amplitude, which rewards noisy small groups, or correlation, which ignores size of
-the swing. Correlation and amplitudes are reported alongside; significance is the test's job.
+the swing.
+
+Ranking: by strength = score * sqrt(min(size_a, size_b)), not by score. Two reasons.
+(1) Selection: among pairs that pass the test, a small group's score is inflated — its noisy
+covariance had to come out large to pass — while a large group's is not; ranking by score put
+an 8-member pair of noisy examples above a 150-member pair with a clear swing. (2) Meaning: an
+opposing signal matters for optimisation through the summed gradient of its examples, and a
+pair is only as strong as its weaker side. The smaller group's summed opposed swing grows like
+n * a while its members' noise grows like sqrt(n) * sigma, so score * sqrt(n_min) is that side's
+signal-to-noise ratio in units of per-example noise: it grows with size and amplitude and does
+not reward noise. The square root (not n) keeps a 10x larger group from outranking a 3x
+larger swing. Correlation, z and amplitudes are reported alongside; significance is the
+test's job, the order is the strength's.
 """
 
 from __future__ import annotations
@@ -82,6 +94,7 @@ class OpposingPair:
     amp_b: float
     score: float  # sqrt(-cov): opposed swing amplitude, loss units per interval
     swings: list[Swing] = field(default_factory=list)
+    strength: float = 0.0  # score * sqrt(min(size_a, size_b)): the ranking key (module docstring)
 
     def to_dict(self, key_names: tuple[str, ...]) -> dict[str, Any]:
         return {
@@ -91,7 +104,7 @@ class OpposingPair:
             "size_a": int(self.size_a), "size_b": int(self.size_b),
             "corr": float(self.corr), "z": float(self.z),
             "amp_a": float(self.amp_a), "amp_b": float(self.amp_b),
-            "score": float(self.score),
+            "score": float(self.score), "strength": float(self.strength),
             "swings": [s.to_dict() for s in self.swings],
         }
 
@@ -106,6 +119,8 @@ class OpposingPair:
             amp_a=float(data["amp_a"]), amp_b=float(data["amp_b"]),
             score=float(data["score"]),
             swings=[Swing.from_dict(s) for s in data["swings"]],
+            strength=float(data.get("strength", pair_strength(float(data["score"]), int(data["size_a"]),
+                                                              int(data["size_b"])))),
         )
 
 
@@ -128,6 +143,11 @@ class PairTest:
     def from_dict(cls, data: Mapping[str, Any]) -> "PairTest":
         return cls(int(data["n_intervals"]), int(data["n_tested"]), float(data["alpha"]),
                    float(data["z_threshold"]), str(data.get("note", "")))
+
+
+def pair_strength(score: float, size_a: int, size_b: int) -> float:
+    """The ranking key of a pair: score * sqrt(smaller group's size) (module docstring)."""
+    return float(score) * math.sqrt(max(0, min(int(size_a), int(size_b))))
 
 
 def candidate_blocks(group_keys: np.ndarray, key_names: tuple[str, ...]) -> list[np.ndarray]:
@@ -222,7 +242,7 @@ def find_opposing_pairs(
     alpha: float = DEFAULT_ALPHA,
     swing_z: float = SWING_Z,
 ) -> tuple[list[OpposingPair], PairTest]:
-    """Significant opposing pairs among groups, best score first.
+    """Significant opposing pairs among groups, strongest first (`pair_strength`).
 
     mean_loss: [records, groups] mean loss of each group; trend: [intervals] mean change of all
     n_total kept examples (default: the groups' examples only); group_keys: [groups,
@@ -282,14 +302,15 @@ def find_opposing_pairs(
                 for i in swing_intervals(std_a[:, k], std_b[:, k], swing_z)
             ]
             ga, gb = int(a[k]), int(b[k])
+            score = math.sqrt(max(0.0, -float(np.mean(raw_a * raw_b))))
             pairs.append(OpposingPair(
                 group_a=ga, group_b=gb,
                 key_a=tuple(int(v) for v in group_keys[ga]), key_b=tuple(int(v) for v in group_keys[gb]),
                 size_a=int(sizes[ga]), size_b=int(sizes[gb]),
                 corr=float(corr[k]), z=float(z[k]),
                 amp_a=float(raw_a.std()), amp_b=float(raw_b.std()),
-                score=math.sqrt(max(0.0, -float(np.mean(raw_a * raw_b)))),
-                swings=swings,
+                score=score, swings=swings,
+                strength=pair_strength(score, sizes[ga], sizes[gb]),
             ))
-    pairs.sort(key=lambda p: (-p.score, p.group_a, p.group_b))
+    pairs.sort(key=lambda p: (-p.strength, p.group_a, p.group_b))
     return pairs, PairTest(n_intervals, n_tested, alpha, threshold)

@@ -12,6 +12,7 @@ from lmprobe.mining.groups import Group
 from lmprobe.mining.histogram import Histogram
 from lmprobe.mining.movers import Movers
 from lmprobe.mining.opposing import OpposingPair, PairTest
+from lmprobe.mining.transient import WindowChoice
 
 
 @dataclass
@@ -22,7 +23,9 @@ class MiningResult:
     per record. groups: keyed groups of at least min_size, largest first. pairs: significant
     opposing pairs, best score first (`pair_test` says how they were tested). clusters: the
     key-free clustering of the top movers (None when switched off). skipped: examples left out
-    because their loss was not finite somewhere in the window.
+    because their loss was not finite somewhere in the window. mode: "groups" (pairs of keyed
+    groups, plus clusters unless switched off) or "cluster" (clusters only; `groups` and
+    `pairs` empty). window_choice: which window was mined and why (None in old results).
     """
 
     by: str
@@ -39,6 +42,8 @@ class MiningResult:
     clusters: Clusters | None
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    mode: str = "groups"
+    window_choice: WindowChoice | None = None
 
     @property
     def n_skipped(self) -> int:
@@ -51,7 +56,9 @@ class MiningResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain Python types only: `json.dumps(result.to_dict())` always works."""
         return {
+            "mode": self.mode,
             "by": self.by,
+            "window_choice": None if self.window_choice is None else self.window_choice.to_dict(),
             "key_names": list(self.key_names),
             "window": list(self.window),
             "steps": [int(s) for s in self.steps],
@@ -88,4 +95,7 @@ class MiningResult:
             clusters=None if data["clusters"] is None else Clusters.from_dict(data["clusters"]),
             settings=dict(data.get("settings", {})),
             warnings=list(data.get("warnings", [])),
+            mode=str(data.get("mode", "groups")),
+            window_choice=None if data.get("window_choice") is None
+            else WindowChoice.from_dict(data["window_choice"]),
         )

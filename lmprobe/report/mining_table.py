@@ -1,13 +1,16 @@
 """Mining results for people and scripts: rich tables in the paper's style, JSON and CSV.
 
 Domain-agnostic: the caller passes `describe(example_index) -> (context_tail, target)` and
-optionally `key_label(key_name, value) -> str` (e.g. decoding token ids). An example is shown
-as `context [target]`, as in the paper: "Enter your email address: [\\n]", "obvious: [␣the]".
+optionally `key_label(key_name, value) -> str` (e.g. decoding token ids), both already in the
+form people should read: the text domain escapes tokens (`lmprobe.lm.display.visible_token`:
+" the" -> "␣the") in its own describe / key_label. An example is shown as `context [target]`,
+as in the paper: "Enter your email address: [\\n]", "obvious: [␣the]". The report only keeps
+each cell on one line (newline, tab, carriage return as backslash escapes, which leaves
+already-escaped text unchanged). Text is rendered as rich `Text`, never markup, so brackets in
+contexts print as they are.
 
-Invisible characters are made visible: a newline is printed as the two characters "\\n", a
-tab as "\\t", a carriage return as "\\r", and each leading space of a token as "␣" (U+2423,
-OPEN BOX) — GPT-2 tokens carry their leading space, and " the" vs "the" matters. Text is
-rendered as rich `Text`, never markup, so brackets in contexts print as they are.
+Every table says which window was mined and why (`MiningResult.window_choice`), and a table
+cut at `max_pairs` says how many rows it left out.
 """
 
 from __future__ import annotations
@@ -22,30 +25,19 @@ from rich.console import Console, Group as RichGroup
 from rich.table import Table
 from rich.text import Text
 
+# visible_token / LEADING_SPACE: re-exported for callers that still import them from here.
+from lmprobe.lm.display import LEADING_SPACE, visible_text, visible_token  # noqa: F401
+from lmprobe.mining.clusters import Cluster
 from lmprobe.mining.result import MiningResult
 
 Describe = Callable[[int], tuple[str, str]]
 KeyLabel = Callable[[str, int], str]
 
-LEADING_SPACE = "\u2423"  # ␣
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def visible_text(text: str) -> str:
-    """Newlines, tabs and carriage returns as backslash escapes; everything else unchanged."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in text)
-
-
-def visible_token(token: str) -> str:
-    """A token with its invisible parts shown: " the" -> "␣the", "\\n" -> "\\\\n" (backslash-n)."""
-    stripped = token.lstrip(" ")
-    return LEADING_SPACE * (len(token) - len(stripped)) + visible_text(stripped)
-
 
 def example_text(describe: Describe, index: int) -> str:
-    """`context [target]`, both made visible."""
+    """`context [target]`, each kept on one line."""
     context, target = describe(int(index))
-    return f"{visible_text(context)} [{visible_token(target)}]"
+    return f"{visible_text(context)} [{visible_text(target)}]"
 
 
 def default_key_label(name: str, value: int) -> str:
@@ -71,6 +63,28 @@ def _steps_text(swings: list[Any], limit: int = 6) -> str:
     return (shown + more) or "-"
 
 
+def _window_title(result: MiningResult) -> str:
+    choice = result.window_choice
+    if choice is not None and choice.how == "after transient":
+        return f"steps {result.window[0]}..{result.window[1]}, initial loss collapse left out"
+    return f"steps {result.window[0]}..{result.window[1]}"
+
+
+def _window_note(result: MiningResult) -> str:
+    choice = result.window_choice
+    return f"window: {choice.reason}" if choice is not None else ""
+
+
+def more_rows_note(total: int, shown: int, what: str = "pairs") -> str:
+    """"... and 2 more pairs; --top 12 shows them" when a table was cut, else ""."""
+    left = total - shown
+    return f"... and {left} more {what}; --top {total} shows them" if left > 0 else ""
+
+
+def _caption(*parts: str) -> str | None:
+    return "\n".join(p for p in parts if p) or None
+
+
 def pairs_table(
     result: MiningResult,
     describe: Describe,
@@ -79,21 +93,25 @@ def pairs_table(
     max_pairs: int = 20,
     examples_per_group: int = 3,
 ) -> Table:
-    """The opposing pairs, best first: two groups side by side with example contexts."""
+    """The opposing pairs, strongest first: two groups side by side with example contexts."""
     test = result.pair_test
-    caption = (
+    summary = (
         f"{len(result.pairs)} significant of {test.n_tested} candidate pairs over"
         f" {test.n_intervals} intervals (one-sided Bartlett-Fisher z < -{test.z_threshold:.2f},"
-        f" family-wise alpha {test.alpha:g}); score = sqrt(-cov) of detrended changes"
+        f" family-wise alpha {test.alpha:g}); score = sqrt(-cov) of detrended changes,"
+        f" ranked by strength = score x sqrt(smaller group's size)"
     )
     if test.note:
-        caption += f"; {test.note}"
-    table = Table(title=f"Opposing signals (by {result.by}, steps {result.window[0]}..{result.window[1]})",
-                  caption=caption, show_lines=True)
+        summary += f"; {test.note}"
+    shown = result.pairs[:max_pairs]
+    table = Table(title=f"Opposing signals (by {result.by}, {_window_title(result)})",
+                  caption=_caption(summary, _window_note(result)),
+                  show_lines=True)
     for name, justify in (("#", "right"), ("Group 1", "left"), ("Group 2", "left"),
-                          ("corr", "right"), ("score", "right"), ("swings at steps", "left")):
+                          ("corr", "right"), ("score", "right"), ("strength", "right"),
+                          ("swings at steps", "left")):
         table.add_column(name, justify=justify, overflow="fold")
-    for rank, pair in enumerate(result.pairs[:max_pairs], start=1):
+    for rank, pair in enumerate(shown, start=1):
         group_a, group_b = result.groups[pair.group_a], result.groups[pair.group_b]
         table.add_row(
             str(rank),
@@ -103,8 +121,11 @@ def pairs_table(
                         list(group_b.examples[:examples_per_group]), describe),
             f"{pair.corr:+.2f}",
             f"{pair.score:.3g}",
+            f"{pair.strength:.3g}",
             _steps_text(pair.swings),
         )
+    if len(result.pairs) > len(shown):
+        table.add_row("...", Text(more_rows_note(len(result.pairs), len(shown))), "", "", "", "", "")
     return table
 
 
@@ -151,6 +172,17 @@ def histogram_table(result: MiningResult, *, width: int = 40) -> Table:
     return table
 
 
+def _percent(share: float) -> str:
+    return f"{100 * share:.0f}%"
+
+
+def dominance_text(cluster: Cluster, key_label: KeyLabel | None = None) -> str:
+    """"feature ␣# 99%, target Yes 99%" (the keys dominating the cluster), or "mixed"."""
+    label = key_label or default_key_label
+    return ", ".join(f"{visible_text(label(d.key, d.value))} {_percent(d.share)}"
+                     for d in cluster.dominant) or "mixed"
+
+
 def clusters_table(
     result: MiningResult,
     describe: Describe,
@@ -158,13 +190,19 @@ def clusters_table(
     *,
     examples: int = 3,
 ) -> Table:
-    """Clusters of the top movers: enriched key values, example contexts, opposing clusters."""
+    """Clusters of the top movers: which key dominates each, its significantly enriched key
+    values (with Bonferroni-adjusted hypergeometric p), example contexts, opposing clusters."""
     clusters = result.clusters
     label = key_label or default_key_label
     notes = [clusters.note, clusters.test.note] if clusters is not None else []
-    table = Table(title="Clusters of top movers (by detrended loss-change trajectory)",
-                  caption="; ".join(n for n in notes if n) or None, show_lines=True)
-    for name in ("cluster", "size", "enriched keys (x enrichment, count/total)", "examples", "opposes"):
+    table = Table(title=f"Clusters of top movers (by detrended loss-change trajectory, {_window_title(result)})",
+                  caption=_caption("; ".join(n for n in notes if n),
+                                   "enriched: x enrichment, count/total, Bonferroni-adjusted"
+                                   " hypergeometric p; dominated by: a key whose top value holds"
+                                   " >= 50% of the cluster",
+                                   _window_note(result)),
+                  show_lines=True)
+    for name in ("cluster", "size", "dominated by", "enriched keys", "examples", "opposes"):
         table.add_column(name, overflow="fold")
     if clusters is None:
         return table
@@ -174,14 +212,55 @@ def clusters_table(
         opposes.setdefault(pair.cluster_b, []).append(f"{pair.cluster_a} ({pair.corr:+.2f})")
     for cluster in clusters.clusters:
         enriched = Text()
-        for name, found in cluster.enriched.items():
-            for e in found:
-                if enriched:
-                    enriched.append("\n")
-                enriched.append(f"{visible_text(label(name, e.value))} x{e.enrichment:.1f} ({e.count}/{e.total})")
+        found = [(e.p_value, name, e) for name, entries in cluster.enriched.items() for e in entries]
+        for _, name, e in sorted(found, key=lambda item: (item[0], item[1], item[2].value)):
+            if enriched:
+                enriched.append("\n")
+            enriched.append(f"{visible_text(label(name, e.value))} x{e.enrichment:.1f}"
+                            f" ({e.count}/{e.total}, p={e.p_adjusted:.1g})")
         shown = Text("\n".join(example_text(describe, i) for i in cluster.examples[:examples]))
-        table.add_row(str(cluster.id), str(cluster.size), enriched, shown,
-                      ", ".join(opposes.get(cluster.id, [])) or "-")
+        table.add_row(str(cluster.id), str(cluster.size), Text(dominance_text(cluster, key_label)),
+                      enriched or Text("-"), shown, ", ".join(opposes.get(cluster.id, [])) or "-")
+    return table
+
+
+def cluster_pairs_table(
+    result: MiningResult,
+    describe: Describe,
+    key_label: KeyLabel | None = None,
+    *,
+    max_pairs: int = 20,
+    examples: int = 3,
+) -> Table:
+    """Opposing cluster pairs, strongest first, each cluster with what dominates it and examples."""
+    clusters = result.clusters
+    pairs = clusters.pairs if clusters is not None else []
+    shown = pairs[:max_pairs]
+    summary = ""
+    if clusters is not None:
+        test = clusters.test
+        summary = (f"{len(pairs)} significant of {test.n_tested} cluster pairs, tested on"
+                   f" {test.n_intervals} intervals held out from the clustering (z <"
+                   f" -{test.z_threshold:.2f}, family-wise alpha {test.alpha:g})")
+        if test.note:
+            summary += f"; {test.note}"
+    table = Table(title=f"Opposing clusters ({_window_title(result)})",
+                  caption=_caption(summary), show_lines=True)
+    for name, justify in (("#", "right"), ("Cluster 1", "left"), ("Cluster 2", "left"),
+                          ("corr", "right"), ("score", "right"), ("strength", "right"),
+                          ("swings at steps", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    by_id = {c.id: c for c in clusters.clusters} if clusters is not None else {}
+    for rank, pair in enumerate(shown, start=1):
+        cells = []
+        for cid in (pair.cluster_a, pair.cluster_b):
+            cluster = by_id[cid]
+            cells.append(_group_cell(f"cluster {cid}: {dominance_text(cluster, key_label)}", cluster.size,
+                                     list(cluster.examples[:examples]), describe))
+        table.add_row(str(rank), *cells, f"{pair.corr:+.2f}", f"{pair.score:.3g}",
+                      f"{pair.strength:.3g}", _steps_text(pair.swings))
+    if len(pairs) > len(shown):
+        table.add_row("...", Text(more_rows_note(len(pairs), len(shown))), "", "", "", "", "")
     return table
 
 
@@ -193,13 +272,20 @@ def render(
     console: Console | None = None,
     max_pairs: int = 20,
 ) -> None:
-    """Print the pairs, movers and clusters tables (and any warnings) to a console."""
+    """Print the tables of the result's mode (and any warnings) to a console: pairs, movers and
+    clusters for keyed groups; clusters, opposing clusters and movers in cluster mode."""
     console = console or Console()
     for note in result.warnings:
         console.print(Text(f"warning: {note}", style="yellow"))
-    parts = [pairs_table(result, describe, key_label, max_pairs=max_pairs), movers_table(result, describe)]
-    if result.clusters is not None:
-        parts.append(clusters_table(result, describe, key_label))
+    if result.mode == "cluster":
+        parts = [clusters_table(result, describe, key_label),
+                 cluster_pairs_table(result, describe, key_label, max_pairs=max_pairs),
+                 movers_table(result, describe)]
+    else:
+        parts = [pairs_table(result, describe, key_label, max_pairs=max_pairs), movers_table(result, describe)]
+        if result.clusters is not None:
+            parts += [clusters_table(result, describe, key_label),
+                      cluster_pairs_table(result, describe, key_label, max_pairs=max_pairs)]
     console.print(RichGroup(*parts))
 
 
@@ -211,34 +297,67 @@ def _described(describe: Describe, indices) -> list[dict[str, Any]]:
     return out
 
 
-def to_dict(result: MiningResult, describe: Describe | None = None) -> dict[str, Any]:
-    """`result.to_dict()` plus, when `describe` is given, the text of every example shown."""
+def _labelled(key_names, key: dict[str, int], key_label: KeyLabel | None) -> str:
+    return group_label(tuple(key_names), tuple(key[n] for n in key_names), key_label)
+
+
+def to_dict(result: MiningResult, describe: Describe | None = None,
+            key_label: KeyLabel | None = None) -> dict[str, Any]:
+    """`result.to_dict()` plus, when `describe` is given, the text of every example shown (and,
+    with `key_label`, a label for every group key, enriched value and dominant key).
+
+    "mode" says what the result holds: "groups" (keyed pairs first, then clusters if any) or
+    "cluster" (clusters and their opposing pairs only; "groups" and "pairs" are empty).
+    """
     data = result.to_dict()
-    if describe is None:
+    if describe is None and key_label is None:
         return data
-    for pair in data["pairs"]:
-        for side in ("a", "b"):
-            group = result.groups[pair[f"group_{side}"]]
-            pair[f"examples_{side}"] = _described(describe, group.examples)
+    label = key_label or default_key_label
+    names = result.key_names
+    for pair, pair_obj in zip(data["pairs"], result.pairs):
+        pair["label_a"] = _labelled(names, pair["key_a"], key_label)
+        pair["label_b"] = _labelled(names, pair["key_b"], key_label)
+        if describe is not None:
+            for side, group in (("a", result.groups[pair_obj.group_a]), ("b", result.groups[pair_obj.group_b])):
+                pair[f"examples_{side}"] = _described(describe, group.examples)
     for group_data, group in zip(data["groups"], result.groups):
-        group_data["described"] = _described(describe, group.examples)
+        group_data["label"] = _labelled(names, group_data["key"], key_label)
+        if describe is not None:
+            group_data["described"] = _described(describe, group.examples)
     if result.clusters is not None:
+        by_id = {}
         for cluster_data, cluster in zip(data["clusters"]["clusters"], result.clusters.clusters):
-            cluster_data["described"] = _described(describe, cluster.examples)
-    movers = data["movers"]
-    movers["window_riser_described"] = _described(describe, result.movers.window_riser_index)
-    movers["window_faller_described"] = _described(describe, result.movers.window_faller_index)
+            cluster_data["dominance_label"] = dominance_text(cluster, key_label)
+            for name, found in cluster_data["enriched"].items():
+                for e in found:
+                    e["label"] = label(name, e["value"])
+            if describe is not None:
+                cluster_data["described"] = _described(describe, cluster.examples)
+            by_id[cluster.id] = cluster_data
+        for pair in data["clusters"]["pairs"]:
+            for side in ("a", "b"):
+                cluster_data = by_id[pair[f"cluster_{side}"]]
+                pair[f"dominance_label_{side}"] = cluster_data["dominance_label"]
+                if describe is not None:
+                    pair[f"examples_{side}"] = cluster_data["described"]
+    if describe is not None:
+        movers = data["movers"]
+        movers["window_riser_described"] = _described(describe, result.movers.window_riser_index)
+        movers["window_faller_described"] = _described(describe, result.movers.window_faller_index)
     return data
 
 
-def to_json(result: MiningResult, describe: Describe | None = None, *, indent: int | None = None) -> str:
-    """JSON text of the result with example texts; `MiningResult.from_dict(json.loads(...))`
-    rebuilds the result (the added texts are ignored)."""
-    return json.dumps(to_dict(result, describe), indent=indent, ensure_ascii=False)
+def to_json(result: MiningResult, describe: Describe | None = None, *, indent: int | None = None,
+            key_label: KeyLabel | None = None) -> str:
+    """JSON text of the result (its "mode" says which parts matter) with example texts;
+    `MiningResult.from_dict(json.loads(...))` rebuilds the result (the added texts are ignored)."""
+    return json.dumps(to_dict(result, describe, key_label), indent=indent, ensure_ascii=False)
 
 
 CSV_FIELDS_FIXED = ["rank", "group_a", "group_b", "size_a", "size_b", "corr", "z", "score",
-                    "amp_a", "amp_b", "swing_steps", "examples_a", "examples_b"]
+                    "strength", "amp_a", "amp_b", "swing_steps", "examples_a", "examples_b"]
+CSV_CLUSTER_FIELDS = ["rank", "cluster_a", "cluster_b", "dominated_a", "dominated_b", "size_a", "size_b",
+                      "corr", "z", "score", "strength", "swing_steps", "examples_a", "examples_b"]
 
 
 def to_csv(
@@ -250,13 +369,16 @@ def to_csv(
     examples_per_group: int = 5,
 ) -> None:
     """One row per opposing pair: labels and raw key values of both groups, sizes, corr, z,
-    score, amplitudes, swing steps (';'-joined) and example texts (' | '-joined)."""
-    key_fields = [f"{side}_{name}" for side in ("a", "b") for name in result.key_names]
-    fields = CSV_FIELDS_FIXED[:3] + key_fields + CSV_FIELDS_FIXED[3:]
+    score, strength, amplitudes, swing steps (';'-joined) and example texts (' | '-joined).
+    In cluster mode, one row per opposing cluster pair (CSV_CLUSTER_FIELDS)."""
     own = isinstance(path_or_file, (str, os.PathLike))
     handle = open(path_or_file, "w", newline="", encoding="utf-8") if own else path_or_file
     try:
-        writer = csv.DictWriter(handle, fieldnames=fields)
+        if result.mode == "cluster":
+            _cluster_rows(result, describe, handle, key_label, examples_per_group)
+            return
+        key_fields = [f"{side}_{name}" for side in ("a", "b") for name in result.key_names]
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS_FIXED[:3] + key_fields + CSV_FIELDS_FIXED[3:])
         writer.writeheader()
         for rank, pair in enumerate(result.pairs, start=1):
             row = {
@@ -265,6 +387,7 @@ def to_csv(
                 "group_b": group_label(result.key_names, pair.key_b, key_label),
                 "size_a": pair.size_a, "size_b": pair.size_b,
                 "corr": f"{pair.corr:.6g}", "z": f"{pair.z:.6g}", "score": f"{pair.score:.6g}",
+                "strength": f"{pair.strength:.6g}",
                 "amp_a": f"{pair.amp_a:.6g}", "amp_b": f"{pair.amp_b:.6g}",
                 "swing_steps": ";".join(str(s.step_to) for s in pair.swings),
                 "examples_a": " | ".join(example_text(describe, i) for i in
@@ -280,9 +403,31 @@ def to_csv(
             handle.close()
 
 
+def _cluster_rows(result: MiningResult, describe: Describe, handle: TextIO,
+                  key_label: KeyLabel | None, examples: int) -> None:
+    writer = csv.DictWriter(handle, fieldnames=CSV_CLUSTER_FIELDS)
+    writer.writeheader()
+    if result.clusters is None:
+        return
+    by_id = {c.id: c for c in result.clusters.clusters}
+    for rank, pair in enumerate(result.clusters.pairs, start=1):
+        a, b = by_id[pair.cluster_a], by_id[pair.cluster_b]
+        writer.writerow({
+            "rank": rank, "cluster_a": a.id, "cluster_b": b.id,
+            "dominated_a": dominance_text(a, key_label), "dominated_b": dominance_text(b, key_label),
+            "size_a": pair.size_a, "size_b": pair.size_b,
+            "corr": f"{pair.corr:.6g}", "z": f"{pair.z:.6g}", "score": f"{pair.score:.6g}",
+            "strength": f"{pair.strength:.6g}",
+            "swing_steps": ";".join(str(s.step_to) for s in pair.swings),
+            "examples_a": " | ".join(example_text(describe, i) for i in a.examples[:examples]),
+            "examples_b": " | ".join(example_text(describe, i) for i in b.examples[:examples]),
+        })
+
+
 def render_to_text(result: MiningResult, describe: Describe, key_label: KeyLabel | None = None,
-                   *, width: int = 160) -> str:
+                   *, width: int = 160, max_pairs: int = 20) -> str:
     """The rendered tables as plain text (for logs and tests)."""
     buffer = io.StringIO()
-    render(result, describe, key_label, console=Console(file=buffer, width=width, color_system=None))
+    render(result, describe, key_label, console=Console(file=buffer, width=width, color_system=None),
+           max_pairs=max_pairs)
     return buffer.getvalue()
