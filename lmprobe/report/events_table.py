@@ -1,0 +1,177 @@
+"""Events for people and scripts: rich tables of spikes / probe events and of the coincidence
+tests, and plain-dict JSON.
+
+Domain-agnostic like `mining_table`: examples are shown through `describe(i) -> (context,
+target)` and key values through `key_label(name, value) -> str` (default "name=value").
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+from rich.console import Console, Group as RichGroup
+from rich.table import Table
+from rich.text import Text
+
+from lmprobe.errors import LmprobeError
+from lmprobe.events.attribution import GroupMove
+from lmprobe.events.find import Event, EventsReport
+from lmprobe.report.mining_table import Describe, KeyLabel, example_text, group_label, visible_text
+
+
+def _num(value: float | None, fmt: str = ".3g") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def _group_cell(names: tuple[str, ...], move: GroupMove | None, describe: Describe | None,
+                key_label: KeyLabel | None, examples: int) -> Text:
+    if move is None:
+        return Text("-")
+    cell = Text(visible_text(group_label(names, move.key, key_label)), style="bold")
+    cell.append(f"  (n={move.size}, mean {move.mean:+.3g}, sum {move.sum:+.3g}, {100 * move.share:.0f}% of rise)")
+    if describe is not None:
+        for index in move.examples[:examples]:
+            cell.append("\n")
+            cell.append(example_text(describe, index))
+    return cell
+
+
+def _top(moves: dict[str, list[GroupMove]], by: str) -> GroupMove | None:
+    found = moves.get(by) or []
+    return found[0] if found else None
+
+
+def _first_mover(event: Event) -> str:
+    moved = [s for s in event.leads if s.lead is not None]
+    if not moved:
+        return "-"
+    return ", ".join(f"{s.signal} {s.lead:+d}" for s in moved[:3])
+
+
+def events_table(report: EventsReport, describe: Describe | None = None, key_label: KeyLabel | None = None,
+                 *, by: str | None = None, examples: int = 2, max_events: int = 20) -> Table:
+    """One row per event: where, how big, who rose and fell most (by `by`, default the last
+    grouping), how concentrated the rise was, the opposing pair, sharpness, first movers."""
+    by = by or report.by[-1]
+    if by not in report.by:
+        raise LmprobeError(f"the events were attributed by {', '.join(report.by)}, not {by!r}; pick one of those")
+    caption = (f"share = of the probe's loss increase beyond the mean change, carried by the top 1% / 5%"
+               f" of examples (median at ordinary intervals: {_num(100 * report.baseline_excess_share_top1, '.0f')}% /"
+               f" {_num(100 * report.baseline_excess_share_top5, '.0f')}%); first moved = steps before the event"
+               f" at which a logged signal left its baseline")
+    table = Table(title=f"Events: {report.series} spikes ({report.detector}) and largest probe events",
+                  caption=caption, show_lines=True)
+    for name, justify in (("step", "right"), ("kind", "left"), ("size / z", "right"), (f"rose most ({by})", "left"),
+                          (f"fell most ({by})", "left"), ("share 1% / 5%", "right"), ("opposing pair", "left"),
+                          ("sharpness / thr", "right"), ("first moved", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for event in report.events[:max_events]:
+        att = event.attribution
+        if event.spike is not None:
+            size = f"{event.spike.size:+.3g}\nz {event.spike.z:.1f}"
+        else:
+            size = f"{event.probe.movement:.3g}\nz {event.probe.z:.1f}"
+        pair = next((p for p in att.pairs if p.by == by), event.pair)
+        pair_cell = Text("-")
+        if pair is not None:
+            names = att.key_names[pair.by]
+            pair_cell = Text(visible_text(group_label(names, pair.up.key, key_label)) + " ↑\n"
+                             + visible_text(group_label(names, pair.down.key, key_label)) + " ↓")
+            pair_cell.append(f"\nscore {pair.score:.3g}, t {pair.t:.1f}")
+        table.add_row(
+            f"{att.step_from}→{att.step_to}" + (f"\n(spike {event.spike.step})" if event.spike is not None else ""),
+            "+".join(event.kinds), size,
+            _group_cell(att.key_names[by], _top(att.up, by), describe, key_label, examples),
+            _group_cell(att.key_names[by], _top(att.down, by), describe, key_label, examples),
+            f"{_num(100 * att.excess_share_top1, '.0f')}% / {_num(100 * att.excess_share_top5, '.0f')}%",
+            pair_cell,
+            f"{_num(event.sharpness)} / {_num(event.threshold)}" if event.sharpness is not None else "-",
+            _first_mover(event),
+        )
+    return table
+
+
+def coincidence_table(report: EventsReport) -> Table:
+    """The coincidence tests: counts, effect sizes, circular-shift p-values."""
+    table = Table(title="Coincidences (circular-shift permutation test, one-sided mid-p)")
+    for name, justify in (("test", "left"), ("events", "right"), ("in state", "right"), ("time in state", "right"),
+                          ("rate in / out", "right"), ("ratio", "right"), ("p", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for c in report.coincidences:
+        table.add_row(
+            c.name, str(c.n_events), f"{c.hits} ({_num(100 * c.events_in_state, '.0f')}%)",
+            f"{_num(100 * c.time_in_state, '.0f')}%", f"{_num(c.rate_in)} / {_num(c.rate_out)}",
+            "inf" if math.isinf(c.ratio) else _num(c.ratio), _num(c.p, ".2g"),
+        )
+    return table
+
+
+def render_events(report: EventsReport, describe: Describe | None = None, key_label: KeyLabel | None = None,
+                  *, console: Console | None = None, by: str | None = None) -> None:
+    """Print notes, the spike scores, the events table and the coincidence table."""
+    console = console or Console()
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    if report.spike_scores:
+        console.print(Text("OLMo 2 spike score (% of values >= 7 sd from the rolling mean of 1,000): "
+                           + ", ".join(f"{k} {v:.3g}%" for k, v in report.spike_scores.items())))
+    parts: list[Any] = [events_table(report, describe, key_label, by=by)]
+    if report.coincidences:
+        parts.append(coincidence_table(report))
+    console.print(RichGroup(*parts))
+
+
+def render_events_to_text(report: EventsReport, describe: Describe | None = None,
+                          key_label: KeyLabel | None = None, *, width: int = 200) -> str:
+    buffer = io.StringIO()
+    render_events(report, describe, key_label, console=Console(file=buffer, width=width, color_system=None))
+    return buffer.getvalue()
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: non-finite floats become None (or "inf"), numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def events_to_json(report: EventsReport, describe: Describe | None = None) -> dict[str, Any]:
+    """The report as plain, JSON-serialisable dicts (`json.dumps` takes it as is; non-finite
+    numbers become None); with `describe`, each shown example gets its context and target."""
+    data = {
+        "series": report.series, "detector": report.detector, "by": list(report.by),
+        "spikes": [s.to_dict() for s in report.spikes], "spike_scores": dict(report.spike_scores),
+        "probe_events": [p.to_dict() for p in report.probe_events],
+        "events": [e.to_dict() for e in report.events],
+        "baseline_share_top1": report.baseline_share_top1, "baseline_share_top5": report.baseline_share_top5,
+        "baseline_excess_share_top1": report.baseline_excess_share_top1,
+        "baseline_excess_share_top5": report.baseline_excess_share_top5,
+        "stability": None if report.stability is None else list(report.stability),
+        "coincidences": [c.to_dict() for c in report.coincidences],
+        "notes": list(report.notes),
+    }
+    if describe is not None:
+        for event in data["events"]:
+            att = event["attribution"]
+            for moves in (*att["up"].values(), *att["down"].values(),
+                          *([p["up"], p["down"]] for p in att["pairs"])):
+                for move in moves:
+                    move["described"] = [dict(zip(("index", "context", "target"), (i, *describe(i))))
+                                         for i in move["examples"]]
+    return _clean(data)
+
+
+def events_json_text(report: EventsReport, describe: Describe | None = None, *, indent: int | None = None) -> str:
+    """`events_to_json` as JSON text."""
+    return json.dumps(events_to_json(report, describe), indent=indent, ensure_ascii=False)
