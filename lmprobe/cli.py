@@ -9,11 +9,11 @@ from lmprobe.errors import LmprobeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lmprobe.commands import mine, plot, sharpness
+    from lmprobe.commands import examples, mine, plot, sharpness
 
     parser = argparse.ArgumentParser(prog="lmprobe", description="Opposing signals and sharpness in training runs.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for command in (mine, sharpness, plot):
+    for command in (mine, sharpness, plot, examples):
         command.add_parser(subparsers)
     return parser
 

@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace, console) -> int:
     from lmprobe.analysis.losses import load_losses
     from lmprobe.mining import mine
-    from lmprobe.report.mining_table import clusters_table, render, to_csv, to_json
+    from lmprobe.report.mining_table import render, to_csv, to_json
 
     window = parse_steps(args.steps)
     view = open_path(args, args.data)
@@ -47,24 +47,19 @@ def run(args: argparse.Namespace, console) -> int:
                          seed=args.seed, progress=stderr_progress)
     for message in matrix.warnings:
         warn(message)
-    cluster_mode = args.by == "cluster"
-    by = view.groupings[0] if cluster_mode or not args.by else args.by
-    result = mine(matrix.losses, matrix.steps, view.keys(), by=by, window=window, top=args.top,
-                  min_size=args.min_size, seed=args.seed)
+    result = mine(matrix.losses, matrix.steps, view.keys(), by=args.by or view.groupings[0], window=window,
+                  top=args.top, min_size=args.min_size, seed=args.seed)
     written = []
     if args.csv:
         to_csv(result, view.describe, args.csv, view.key_label)
         written.append(args.csv)
     written += write_group_grids(view, result, args.top)
     if args.json:
-        print(to_json(result, view.describe, indent=1))
+        print(to_json(result, view.describe, indent=1, key_label=view.key_label))
     else:
         console.print(f"[bold]{matrix.source}[/]: {len(matrix.steps)} records x {matrix.losses.shape[1]:,} "
                       f"probe examples", highlight=False, soft_wrap=True)
-        if cluster_mode:
-            console.print(clusters_table(result, view.describe, view.key_label))
-        else:
-            render(result, view.describe, view.key_label, console=console, max_pairs=args.top)
+        render(result, view.describe, view.key_label, console=console, max_pairs=args.top)
     report_written(written, console, to_stderr=args.json)
     return 0
 

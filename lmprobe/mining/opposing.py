@@ -2,7 +2,9 @@
 
 Candidates are pairs of groups whose keys agree on every component except "target" (for
 by="feature-target": same feature, different next token; for by="target" every pair of
-targets). Each group's per-interval mean loss change is detrended by regression on the mean
+targets). A shared key must be present: a negative value means "no such feature" (text: no second
+context token; images: no planted or detected feature), and two groups that merely both lack a
+feature do not share one. Each group's per-interval mean loss change is detrended by regression on the mean
 change of all examples outside the pair (see `stats`), and a pair is kept only if its
 residuals are significantly anti-correlated (Bartlett-corrected Fisher z, Bonferroni over all
 candidates tested).
@@ -162,7 +164,9 @@ def candidate_blocks(group_keys: np.ndarray, key_names: tuple[str, ...]) -> list
     ordered = columns[order]
     breaks = np.flatnonzero(np.any(ordered[1:] != ordered[:-1], axis=1)) + 1
     blocks = np.split(order, breaks)
-    return [np.sort(b) for b in blocks if b.size >= 2]
+    # a negative key value means the example has no such feature (no second context token, no
+    # planted feature): the absence of a feature is not a feature two groups can share
+    return [np.sort(b) for b in blocks if b.size >= 2 and (columns[b[0]] >= 0).all()]
 
 
 def _pairs_within(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

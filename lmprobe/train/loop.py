@@ -25,7 +25,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfig
 from lmprobe.errors import LmprobeError
 from lmprobe.trace import TraceWriter
-from lmprobe.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from lmprobe.train.checkpoint import (
+    latest_checkpoint, list_checkpoints, load_training_state, save_checkpoint, set_aside,
+)
 from lmprobe.train.metrics_log import MetricsLog
 from lmprobe.train.optim import build_optimizer, learning_rate, set_learning_rate
 from lmprobe.train.sampler import StepSampler, shard
@@ -62,23 +64,32 @@ class Trainer:
         )
         self.trace_writer: TraceWriter | None = None
         self.sharpness_fn: Callable[[torch.nn.Module, int, float], dict[str, Any]] | None = None
+        #: the run's resolved config as a dict: written into each checkpoint's model card
+        self.run_config: dict[str, Any] | None = None
+        #: the latest logged metrics (the model card's figures; fit() returns them)
+        self.last: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup / resume
     def _build(self, resume: bool) -> int:
         set_seed(self.cfg.train.seed)
-        start_step, state, ckpt = 0, None, None
+        start_step, state, model = 0, None, None
         if resume:
-            found = latest_checkpoint(self.run_dir)
+            found = self._resumable_checkpoint()
             if found is not None:
-                start_step, ckpt = found
-                state = load_training_state(ckpt)
-        model = self.task.build_model() if ckpt is None else self.task.load_model(ckpt)
+                start_step, model, state = found
+        if model is None:
+            model = self.task.build_model()
         optimizer = build_optimizer(model, self.cfg.optim)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            rng = state["rng"][self.acc.process_index % len(state["rng"])]
-            torch.set_rng_state(rng)
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (KeyError, ValueError) as exc:
+                raise LmprobeError(
+                    f"the optimizer state saved at step {start_step} does not fit this optimizer "
+                    f"({str(exc).splitlines()[0][:100]}); resume with the optim settings the run was started with"
+                ) from None
+            restore_rng(state["rng"][self.acc.process_index % len(state["rng"])])
         if self.acc.is_main_process:
             self.metrics.truncate_after(start_step)
             if self.cfg.trace.every:
@@ -88,19 +99,64 @@ class Trainer:
                 self.trace_writer.truncate_before(start_step)
         return start_step
 
+    def _resumable_checkpoint(self) -> tuple[int, torch.nn.Module, dict] | None:
+        """The latest checkpoint that loads, damaged later ones set aside with a warning.
+
+        A run that has recorded progress but has no checkpoint left is refused: restarting at
+        step 0 would overwrite its trace and metrics.
+        """
+        damaged = []
+        chosen = None
+        for step, ckpt in reversed(list_checkpoints(self.run_dir)):
+            try:
+                state = load_training_state(ckpt)
+                model = self._load_model(ckpt)
+            except LmprobeError as err:
+                damaged.append((ckpt, str(err)))
+                continue
+            chosen = (step, model, state)
+            break
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            for ckpt, reason in damaged:
+                moved = set_aside(ckpt)
+                self.console.print(f"[yellow]warning:[/] {reason}; moved it to {moved.name} and resumed from "
+                                   f"{'step ' + str(chosen[0]) if chosen else 'nothing'}", highlight=False,
+                                   soft_wrap=True)
+        if chosen is None and self._has_progress():
+            what = "every checkpoint is damaged" if damaged else "checkpoints/ holds no checkpoint"
+            raise LmprobeError(
+                f"cannot resume {self.run_dir}: it has recorded training but {what}; restarting at step 0 "
+                f"would overwrite its trace and metrics (start a new run with another --name)"
+            )
+        return chosen
+
+    def _load_model(self, ckpt: Path) -> torch.nn.Module:
+        try:
+            return self.task.load_model(ckpt)
+        except Exception as exc:  # noqa: BLE001 - truncated safetensors, missing files, foreign bytes
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise LmprobeError(f"checkpoint {ckpt.name} has a damaged model ({reason})") from None
+
+    def _has_progress(self) -> bool:
+        metrics = self.run_dir / "metrics.jsonl"
+        return (metrics.is_file() and metrics.stat().st_size > 0) or (self.run_dir / "trace").is_dir()
+
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> dict[str, Any]:
         step = self._build(resume)
         total = self.cfg.train.steps
         tcfg = self.cfg.train
         units_per_step = self.cfg.train.batch_size * self.n_micro * self.task.units_per_example()
-        last: dict[str, Any] = {}
+        last = self.last
         progress = self._progress()
-        with progress:
+        with progress, StopRequests() as stop:
             bar = progress.add_task("train", total=total, completed=step, loss=float("nan"),
                                     lr=0.0, rate=0.0, unit=self.task.unit)
             train_seconds, units_since = 0.0, 0
             while step < total:
+                if stop.agreed(self.acc):
+                    self._stop_on_request(step, stop.signal_name)
                 if self._due(step, self.cfg.trace.every):
                     self.record_trace(step)
                 lr = learning_rate(step, self.cfg.optim, tcfg)
@@ -109,14 +165,15 @@ class Trainer:
                 loss = self._train_step(step)
                 if not math.isfinite(loss):
                     self._stop_on_nonfinite(step, loss)
-                grad_norm = self._clip_and_step()
+                logging = self._due(step + 1, tcfg.log_every) or step + 1 == total
+                grad_norm, update_norm = self._clip_and_step(measure=logging)
                 train_seconds += time.perf_counter() - started
                 step += 1
                 units_since += units_per_step
                 record: dict[str, Any] = {}
                 if self._due(step, tcfg.log_every) or step == total:
                     rate = units_since / max(train_seconds, 1e-9)
-                    record.update(loss=loss, lr=lr, grad_norm=grad_norm,
+                    record.update(loss=loss, lr=lr, grad_norm=grad_norm, update_norm=update_norm,
                                   **{f"{self.task.unit}_per_s": rate})
                     train_seconds, units_since = 0.0, 0
                     progress.update(bar, loss=loss, lr=lr, rate=rate)
@@ -156,13 +213,22 @@ class Trainer:
         mean = self.acc.reduce(total / self.n_micro, reduction="mean")
         return float(mean)
 
-    def _clip_and_step(self) -> float | None:
+    def _clip_and_step(self, measure: bool = True) -> tuple[float | None, float | None]:
+        """Clip, step, and (at logged steps) measure the gradient norm before clipping and the
+        norm of the parameter update: the signals a loss spike is compared with."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        clip = self.cfg.optim.grad_clip
         grad_norm = None
-        if self.cfg.optim.grad_clip:
-            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip))
+        if clip or measure:
+            grad_norm = float(self.acc.clip_grad_norm_(params, clip if clip else math.inf))
+        before = [p.detach().clone() for p in params] if measure else None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
+        update_norm = None
+        if before is not None:
+            deltas = torch._foreach_sub([p.detach() for p in params], before)
+            update_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(deltas))))
+        return grad_norm, update_norm
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.acc.device) for k, v in batch.items()}
@@ -211,18 +277,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
     def save(self, step: int) -> Path | None:
-        rng = gather_object([torch.get_rng_state()]) if self.acc.num_processes > 1 else [torch.get_rng_state()]
+        rng = gather_object([rng_state()]) if self.acc.num_processes > 1 else [rng_state()]
         if not self.acc.is_main_process:
             return None
         model = self.acc.unwrap_model(self.model)
         state = {"optimizer": self.optimizer.state_dict(), "rng": rng, "step": step}
+
+        def write_model(folder: Path) -> None:
+            self.task.save_pretrained(model, folder)
+            if self.run_config is not None:
+                from lmprobe.model_card import write_model_card
+
+                write_model_card(folder, self.run_config, {k: v for k, v in self.last.items() if k != "step"},
+                                 step, self.task.domain)
+
         path = save_checkpoint(
-            self.run_dir, step, lambda folder: self.task.save_pretrained(model, folder), state,
+            self.run_dir, step, write_model, state,
             info={"domain": self.task.domain, "optimizer": self.cfg.optim.name, "lr": learning_rate(
                 max(step - 1, 0), self.cfg.optim, self.cfg.train)},
             keep=self.cfg.train.keep_checkpoints,
         )
         return path
+
+    def _stop_on_request(self, step: int, signal_name: str) -> None:
+        """Ctrl-C or SIGTERM: save the state between two steps and stop with one line."""
+        found = latest_checkpoint(self.run_dir)
+        if step > 0 and (found is None or found[0] != step):
+            self.save(step)
+        self.acc.wait_for_everyone()
+        found = latest_checkpoint(self.run_dir)
+        where = f"saved {found[1].name}" if found else "nothing to save yet"
+        raise Interrupted(f"{signal_name} at step {step}: stopped, {where}; continue with --resume {self.run_dir}")
 
     def _stop_on_nonfinite(self, step: int, loss: float) -> None:
         """Keep the last finite state, record the event, and stop with a one-line error."""
@@ -250,6 +335,91 @@ class Trainer:
             TextColumn("{task.fields[rate]:,.0f} {task.fields[unit]}/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
         )
+
+
+class Interrupted(LmprobeError):
+    """Training was stopped by Ctrl-C or SIGTERM after saving what it could."""
+
+
+class StopRequests:
+    """Turns SIGINT/SIGTERM into a request the loop honours between steps (a second Ctrl-C
+    interrupts at once). Processes agree on stopping, so none waits in a collective alone."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.signal_name: str = ""
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequests":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._request)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _request(self, number: int, frame) -> None:
+        import signal
+
+        if self.signal_name and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+
+    def agreed(self, acc: Accelerator) -> bool:
+        if acc.num_processes == 1:
+            return bool(self.signal_name)
+        flag = torch.tensor([1.0 if self.signal_name else 0.0], device=acc.device)
+        stop = bool(acc.reduce(flag, reduction="sum").item() > 0)
+        if stop and not self.signal_name:
+            self.signal_name = "a stop request on another process"
+        return stop
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator training draws from: torch CPU, each CUDA device, numpy, python."""
+    import random
+
+    numpy_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                  "pos": int(numpy_state["state"]["pos"]), "has_gauss": int(numpy_state["has_gauss"]),
+                  "gauss": float(numpy_state["gauss"])},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Any) -> None:
+    """Inverse of rng_state (also accepts the bare CPU state older checkpoints hold)."""
+    import random
+
+    if isinstance(state, torch.Tensor):
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["torch"])
+    numpy_state = state.get("numpy")
+    if numpy_state is not None:
+        np.random.set_state({"bit_generator": "MT19937",
+                             "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+                             "has_gauss": numpy_state["has_gauss"], "gauss": numpy_state["gauss"]})
+    if state.get("python") is not None:
+        random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        saved = state["cuda"]
+        if len(saved) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(saved)
 
 
 def full_batch_micro(n_train: int, cfg: LoopConfig) -> int:
