@@ -78,6 +78,22 @@ class Domain:
     train_script: str = ""  # shown in messages, e.g. "cli/train_lm.py"
 
 
+def lazy(target: str) -> Callable[..., Any]:
+    """A callable that imports "module:attr.path" on first call, so finding a domain imports nothing heavy."""
+    module_name, _, attr = target.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = target
+    return call
+
+
 _registered: dict[str, Domain] = {}
 
 

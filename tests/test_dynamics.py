@@ -150,7 +150,7 @@ def test_bad_input_gives_clear_errors():
     x = planted()
     with pytest.raises(LmprobeError, match="has 1 record.*at least 2"):
         example_statistics(x[:1], STEPS[:1])
-    with pytest.raises(LmprobeError, match=r"window steps=\(1000, 2000\) has 0 record"):
+    with pytest.raises(LmprobeError, match=r"window steps=\(1000, 2000\) selects 0 record"):
         example_statistics(x, STEPS, window=(1000, 2000))
     with pytest.raises(LmprobeError, match="2-D"):
         example_statistics(x[:, 0], STEPS)

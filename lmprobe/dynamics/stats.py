@@ -162,42 +162,12 @@ class ExampleStats:
 
 
 def _select_records(losses: Any, steps: Any, window) -> tuple[Any, int, int, np.ndarray]:
-    if not hasattr(losses, "shape") or not hasattr(losses, "__getitem__"):
-        losses = np.asarray(losses, dtype=np.float32)
-    if len(losses.shape) != 2:
-        raise LmprobeError(f"the loss matrix must be 2-D [records x examples], got shape {tuple(losses.shape)}")
-    if losses.shape[1] < 1:
-        raise LmprobeError("the trace has no examples (0 columns); nothing to describe")
-    steps = np.asarray(steps).reshape(-1)
-    if steps.size and not np.issubdtype(steps.dtype, np.integer):
-        raise LmprobeError(f"steps must be integers, got dtype {steps.dtype}")
-    n_records = min(int(losses.shape[0]), int(steps.size))
-    steps = steps[:n_records].astype(np.int64)
-    if n_records and np.any(np.diff(steps) <= 0):
-        bad = int(np.flatnonzero(np.diff(steps) <= 0)[0])
-        raise LmprobeError(f"trace steps must increase row by row, but step {steps[bad + 1]} follows"
-                           f" {steps[bad]} (row {bad + 1}); was the trace appended to by two runs?")
-    if n_records and steps[0] < 0:
-        raise LmprobeError(f"trace steps must be >= 0, got {steps[0]}")
-    row_start, row_stop = 0, n_records
-    shown = "the trace"
-    if window is not None:
-        try:
-            lo, hi = (None if v is None else int(v) for v in window)
-        except (TypeError, ValueError):
-            raise LmprobeError(f"window must be a pair of steps (A, B), got {window!r}") from None
-        row_start = 0 if lo is None else int(np.searchsorted(steps, lo, side="left"))
-        row_stop = n_records if hi is None else int(np.searchsorted(steps, hi, side="right"))
-        row_stop = max(row_start, row_stop)
-        shown = f"the window steps=({'' if lo is None else lo}, {'' if hi is None else hi})"
-    selected = row_stop - row_start
-    if selected < 2:
-        covers = f" (the trace covers steps {steps[0]}..{steps[-1]})" if n_records else ""
-        raise LmprobeError(
-            f"{shown} has {selected} record(s){covers}; per-example statistics need at least 2"
-            " (forgetting and age of acquisition compare records) — widen the window or record"
-            " the trace more often (trace.every)")
-    return losses, row_start, row_stop, steps[row_start:row_stop].copy()
+    from lmprobe.mining.inputs import select_window
+
+    chosen = select_window(losses, steps, window, needs="per-example statistics need")
+    if chosen.steps[0] < 0:
+        raise LmprobeError(f"trace steps must be >= 0, got {chosen.steps[0]}")
+    return chosen.losses, chosen.row_start, chosen.row_stop, chosen.steps.copy()
 
 
 def default_edge(n_records: int) -> int:

@@ -50,9 +50,11 @@ def _as_2d(losses: Any) -> Any:
 
 
 def select_window(
-    losses: Any, steps: Any, window: tuple[int, int] | None = None
+    losses: Any, steps: Any, window: tuple[int, int] | None = None, *, needs: str = "mining needs"
 ) -> TraceWindow:
     """Pick the complete records (rows present in both losses and steps) inside `window`.
+
+    `needs` names the caller in error messages ("mining needs", "per-example statistics need").
 
     A record counts only when both its loss row and its step exist: the trainer appends the
     loss row first, so a reader may see one more loss row than steps while a run is going.
@@ -67,11 +69,11 @@ def select_window(
     n_examples = int(losses.shape[1])
     if n_records < 2:
         raise LmprobeError(
-            f"the trace has {n_records} record(s); mining needs at least 2 to take a change"
+            f"the trace has {n_records} record(s); {needs} at least 2 to take a change"
             " — train longer or record the trace more often (trace.every)"
         )
     if n_examples < 1:
-        raise LmprobeError("the trace has no examples (0 columns); nothing to mine")
+        raise LmprobeError(f"the trace has no examples (0 columns); {needs} at least one")
     steps = steps[:n_records]
     if np.any(np.diff(steps) <= 0):
         bad = int(np.flatnonzero(np.diff(steps) <= 0)[0])
@@ -92,7 +94,7 @@ def select_window(
             shown = f"({'' if lo is None else lo}, {'' if hi is None else hi})"
             raise LmprobeError(
                 f"the window steps={shown} selects {selected} record(s) (the trace covers"
-                f" steps {steps[0]}..{steps[-1]}); mining needs at least 2 — widen the window"
+                f" steps {steps[0]}..{steps[-1]}); {needs} at least 2 — widen the window"
             )
     return TraceWindow(
         losses=losses,
