@@ -61,3 +61,54 @@ def tiny_run(tiny_config, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     assert main(["--config", str(tiny_config), "--name", "tiny", "--no-progress", f"out_dir={out}"]) == 0
     return out / "tiny"
+
+
+TINY_VISION_STEPS = 8
+TINY_VISION = f"""
+model: {{arch: cnn, width: 4}}
+data: {{source: synthetic, n_train: 64, n_val: 32}}
+optim: {{name: gd, lr: 0.05, schedule: constant, grad_clip: null, gd_batches: null}}
+train: {{steps: {TINY_VISION_STEPS}, batch_size: 32, log_every: 2, eval_every: 4, eval_batches: 1, checkpoint_every: 4}}
+trace: {{every: 2, batch_size: 32}}
+sharpness: {{every: 4, n_batches: 1, batch_size: 32, max_iter: 30}}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("vconfig") / "tiny_vision.yaml"
+    path.write_text(TINY_VISION)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_run(tiny_vision_config, tmp_path_factory) -> Path:
+    """A finished 8-step full-batch GD run on 64 synthetic images: 5 trace records, checkpoints at 4 and 8."""
+    from lmprobe.train.launch import main
+
+    out = tmp_path_factory.mktemp("vruns")
+    assert main(["--config", str(tiny_vision_config), "--name", "tinyv", "--no-progress", f"out_dir={out}"],
+                domain="vision") == 0
+    return out / "tinyv"
+
+
+PLANTED_VISION = """
+model: {arch: cnn, width: 8}
+data: {source: synthetic, n_train: 400, n_val: 100}
+optim: {name: gd, lr: 0.05, schedule: constant, grad_clip: null, gd_batches: null}
+train: {steps: 80, batch_size: 200, log_every: 2, eval_every: 40, eval_batches: 1, checkpoint_every: 40}
+trace: {every: 2, batch_size: 200}
+"""
+
+
+@pytest.fixture(scope="session")
+def planted_vision_run(tmp_path_factory) -> Path:
+    """80 steps of full-batch GD on 400 synthetic images with planted sky and grass pairs: 41 records."""
+    from lmprobe.train.launch import main
+
+    config = tmp_path_factory.mktemp("pconfig") / "planted.yaml"
+    config.write_text(PLANTED_VISION)
+    out = tmp_path_factory.mktemp("pruns")
+    assert main(["--config", str(config), "--name", "planted", "--no-progress", f"out_dir={out}"],
+                domain="vision") == 0
+    return out / "planted"
