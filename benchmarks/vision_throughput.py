@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -216,7 +218,47 @@ def plain_contender(arch, spec, x, y, args, seed=0):
     return make_step(lambda m, xb: m(xb), model, x, y, args)
 
 
-CONTENDERS = {"wrapper": wrapper_contender, "plain": plain_contender}  # add "trainer" here (see HOOK above)
+def trainer_contender(arch, spec, x, y, args, seed=0):
+    """One optimiser step through lmprobe's Trainer on a VisionTask (Accelerate, uint8 batches
+    normalised in the loss, the sampler, clipping off), on images of the same shape and count."""
+    import numpy as np
+    from accelerate import Accelerator
+
+    from lmprobe.config import OptimConfig, TrainConfig
+    from lmprobe.train.loop import LoopConfig, Trainer
+    from vision.config import VisionConfig, VisionModelConfig, VisionTraceConfig
+    from vision.data import ImageData
+    from vision.task import VisionTask
+
+    torch.manual_seed(seed)
+    n = len(x)
+    pixels = np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    data = ImageData(pixels, y.numpy().astype(np.int64), pixels[:8], y[:8].numpy().astype(np.int64),
+                     [str(c) for c in range(args.n_classes)], np.arange(n), np.arange(8), "benchmark")
+    trainers = {}
+    for kind, batch in (("gd", args.micro), ("sgd", args.sgd_batch)):
+        cfg = VisionConfig(model=VisionModelConfig(arch=arch, **spec),
+                           optim=OptimConfig(name=kind, lr=1e-3, grad_clip=None, schedule="constant"),
+                           train=TrainConfig(steps=10**9, batch_size=batch), trace=VisionTraceConfig(every=0))
+        cfg.optim.gd_batches = args.gd_batch // args.micro
+        task = VisionTask(cfg, data=data)
+        trainer = Trainer(task, LoopConfig(cfg.optim, cfg.train, cfg.trace, cfg.sharpness), Path(tempfile.mkdtemp()),
+                          Accelerator(cpu=True), show_progress=False)
+        trainer._build(resume=False)
+        trainers[kind] = (trainer, args.gd_batch if kind == "gd" else batch)
+    counter = {"step": 0}
+
+    def step(kind: str) -> int:
+        trainer, images = trainers[kind]
+        trainer._train_step(counter["step"])
+        trainer._clip_and_step(measure=False)
+        counter["step"] += 1
+        return images
+
+    return step
+
+
+CONTENDERS = {"wrapper": wrapper_contender, "plain": plain_contender, "trainer": trainer_contender}
 
 
 def measure(arch: str, args) -> dict[tuple[str, str], float]:
@@ -254,13 +296,14 @@ def main(argv=None) -> None:
     print(f"GD: {args.gd_batch} images in micro-batches of {args.micro}; SGD: batches of {args.sgd_batch}; "
           f"{args.threads} thread(s); medians of {args.rounds} alternating rounds of {args.steps} steps")
     names = list(CONTENDERS)
-    header = ["arch", "spec"] + [f"{n} {k} img/s" for k in ("gd", "sgd") for n in names] + ["wrapper/plain gd", "sgd"]
+    header = (["arch", "spec"] + [f"{n} {k} img/s" for k in ("gd", "sgd") for n in names]
+              + ["trainer/plain gd", "sgd"])
     print(" | ".join(header))
     for arch in args.archs.split(","):
         med = measure(arch, args)
         spec = ",".join(f"{k}={v}" for k, v in ARCH_SPECS[arch].items())
         cells = [f"{med[(n, k)]:.0f}" for k in ("gd", "sgd") for n in names]
-        ratios = [f"{med[('wrapper', k)] / med[('plain', k)]:.2f}" for k in ("gd", "sgd")]
+        ratios = [f"{med[('trainer', k)] / med[('plain', k)]:.2f}" for k in ("gd", "sgd")]
         print(" | ".join([arch, spec, *cells, *ratios]), flush=True)
 
 

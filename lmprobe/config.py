@@ -38,6 +38,7 @@ class OptimConfig:
     schedule: str = field(default="cosine", metadata={"choices": ("cosine", "constant")})  # warmup, then cosine
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1
+    decay_embeddings: bool = False  # with weight_decay: also decay embeddings (biases and norms never are)
     gd_batches: int | None = None  # GD micro-batches; None: the whole training set (n_train / batch_size)
 
 
@@ -80,6 +81,7 @@ class SharpnessConfig:
     max_iter: int = 20
     tol: float = 1e-3  # relative error certified by the residual
     follow_above: float | None = None  # also follow every eigenvalue above this fraction of the threshold (0.75: 1.5/lr)
+    alignment: bool = True  # per probe example, d loss / d(top eigenvector) into run_dir/alignment (~2-3 trace rows per measurement)
 
 
 C = TypeVar("C")

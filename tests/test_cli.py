@@ -174,3 +174,24 @@ def test_plot_writes_figures(tiny_run, tmp_path, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     code, _, err = run_cli(["plot", "--checkpoint", str(tiny_run / "checkpoints" / "step-000004")], capsys)
     assert code == 2 and "run directory" in err
+
+
+def test_mine_csv_names_its_file_and_refuses_a_missing_folder(tiny_run, tmp_path, capsys):
+    target = tmp_path / "pairs.csv"
+    code, out, err = run_cli(["mine", str(tiny_run), "--csv", str(target)], capsys)
+    assert code == 0 and f"wrote {target}" in " ".join(out.split())
+    code, _, err = run_cli(["mine", str(tiny_run), "--csv", str(tmp_path / "no" / "such" / "p.csv")], capsys)
+    assert code == 2 and "does not exist" in err and "\n" not in err.strip()
+
+
+def test_examples_on_a_text_run(tiny_run, tmp_path, capsys):
+    code, out, err = run_cli(["examples", str(tiny_run), "--out", str(tmp_path), "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert set(data["class_counts"]) == {"H->H", "L->H", "H->L", "L->L"}
+    assert sum(data["class_counts"].values()) == 186
+    import datasets
+
+    table = datasets.Dataset.from_parquet(str(tmp_path / "examples.parquet"))
+    assert len(table) == 186 and {"target", "feature", "forgetting_events", "aoa_step"} <= set(table.column_names)
+    assert (tmp_path / "data_map.png").read_bytes()[:4] == b"\x89PNG"

@@ -9,14 +9,20 @@ from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfi
 ARCH_CHOICES = ("resnet18", "vgg11", "vgg11_bn", "vit", "mlp", "cnn")
 
 
+MODEL_OPTIONS = ("width", "depth", "activation", "n_layer", "n_head", "patch_size")
+
+
 @dataclass
 class VisionModelConfig:
     """An image classifier (vision.models); options left null take the arch's default."""
 
     arch: str = field(default="cnn", metadata={"choices": ARCH_CHOICES})
     width: int | None = None  # first-stage channels (cnn, resnet18, vgg11*), hidden units (mlp), hidden size (vit)
-    depth: int | None = None  # hidden layers (mlp), transformer layers (vit)
-    activation: str | None = None  # mlp/cnn: "relu" or "tanh"
+    depth: int | None = None  # mlp, cnn: hidden layers
+    activation: str | None = None  # mlp, cnn: "relu" or "tanh"
+    n_layer: int | None = None  # vit: transformer layers
+    n_head: int | None = None  # vit: attention heads (divides width)
+    patch_size: int | None = None  # vit: patch side in pixels (4 for 32x32 inputs)
     init_from: str | None = None  # a saved model folder to start from
 
 

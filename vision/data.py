@@ -18,6 +18,7 @@ classes, so the second load is instant.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import io
@@ -131,10 +132,16 @@ def normalize(x_uint8: np.ndarray | torch.Tensor, mean: Sequence[float] = CIFAR1
     x = torch.as_tensor(x_uint8)
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         raise LmprobeError(f"normalize expects uint8 images [B, H, W, 3], got {x.dtype} {tuple(x.shape)}")
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
+    scale, shift = _affine(tuple(mean), tuple(std), x.device)
+    # one pass: (x / 255 - mean) / std = x * scale + shift
+    return torch.addcmul(shift, x.permute(0, 3, 1, 2).float(), scale)
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    m = torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
+    return (1.0 / (255.0 * s)).to(device, torch.float32), (-m / s).to(device, torch.float32)
 
 
 def augment(x_uint8: np.ndarray | torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lmprobe.errors import LmprobeError
-from vision.config import VisionConfig
+from vision.config import MODEL_OPTIONS, VisionConfig
 from vision.losses import image_eval_outputs, image_loss
 from vision.probe import ImageProbe
 
@@ -21,12 +21,14 @@ class VisionTask:
     domain = "vision"
     unit = "images"
 
-    def __init__(self, cfg: VisionConfig):
+    def __init__(self, cfg: VisionConfig, data=None):
+        """`data`: an ImageData to use instead of loading `cfg.data.source` (benchmarks, notebooks)."""
         from vision.data import load_images
 
         self.cfg = cfg
-        self.data = load_images(cfg.data.source, n_train=cfg.data.n_train, n_val=cfg.data.n_val,
-                                seed=cfg.train.seed, cache_dir=cfg.data.cache_dir)
+        self.data = data if data is not None else load_images(
+            cfg.data.source, n_train=cfg.data.n_train, n_val=cfg.data.n_val, seed=cfg.train.seed,
+            cache_dir=cfg.data.cache_dir)
         self.mean, self.std = tuple(self.data.mean), tuple(self.data.std)
         self.probe = ImageProbe.from_images(self.data, cfg.trace.split, cfg.trace.n_images, cfg.data.loss)
 
@@ -41,8 +43,7 @@ class VisionTask:
                 raise LmprobeError(f"model.init_from has {n_classes_of(model)} classes, the data "
                                    f"{self.data.n_classes}; start from a model of the same classes")
             return model.train()
-        options = {k: v for k, v in (("width", m.width), ("depth", m.depth), ("activation", m.activation))
-                   if v is not None}
+        options = {k: getattr(m, k) for k in MODEL_OPTIONS if getattr(m, k) is not None}
         unknown = sorted(set(options) - set(arch_options(m.arch)))
         if unknown:
             raise LmprobeError(f"model.{unknown[0]} does not apply to arch {m.arch} "

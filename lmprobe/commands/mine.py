@@ -11,7 +11,9 @@ PATH may be
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from lmprobe.errors import LmprobeError
 from lmprobe.commands.common import add_path_arguments, open_path, parse_steps, positive, stderr_progress, warn
 
 
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace, console) -> int:
     from lmprobe.report.mining_table import render, to_csv, to_json
 
     window = parse_steps(args.steps)
+    if args.csv and not Path(args.csv).resolve().parent.is_dir():
+        raise LmprobeError(f"--csv {args.csv}: folder {Path(args.csv).parent} does not exist; create it or choose another path")
     view = open_path(args, args.data)
     matrix = load_losses(view, neighbours=args.neighbours, lookahead=args.lookahead, lr=args.lr,
                          seed=args.seed, progress=stderr_progress)

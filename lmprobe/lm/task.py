@@ -23,6 +23,12 @@ def build_gpt2(cfg: ModelConfig, vocab_size: int, block_size: int, eos_id: int |
         if not (path / "config.json").is_file():
             raise LmprobeError(f"model.init_from={path} is not a save_pretrained folder (no config.json)")
         model = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)
+        if model.config.n_positions < block_size:
+            raise LmprobeError(
+                f"model.init_from has {model.config.n_positions} positions but data.block_size={block_size}; "
+                f"set data.block_size <= {model.config.n_positions}"
+            )
+        model.config.use_cache = False  # training and probing never decode
         if model.config.vocab_size != vocab_size:
             raise LmprobeError(
                 f"model.init_from has vocabulary {model.config.vocab_size} but the tokenizer has "
@@ -41,6 +47,44 @@ def build_gpt2(cfg: ModelConfig, vocab_size: int, block_size: int, eos_id: int |
         use_cache=False,  # training and probing never decode: no key/value cache to build
     )
     return GPT2LMHeadModel(config)
+
+
+def publishable_tokenizer(tokenizer, n_positions: int):
+    """A copy whose limits match the model: model_max_length = n_positions (a longer prompt is
+    truncated or refused, not an index error), truncation from the left (generation continues from
+    the end of a prompt), and eos as the pad token (batched generation needs one)."""
+    import copy
+
+    published = copy.deepcopy(tokenizer)
+    published.model_max_length = n_positions
+    published.truncation_side = "left"
+    published.init_kwargs["truncation_side"] = "left"  # saved from init_kwargs, not the attribute
+    for local_only in ("local_files_only", "is_local"):  # how we loaded it, not what a user needs
+        published.init_kwargs.pop(local_only, None)
+    if published.pad_token is None and published.eos_token is not None:
+        published.pad_token = published.eos_token
+    return published
+
+
+def save_publishable(model: nn.Module, tokenizer, folder: Path) -> None:
+    """save_pretrained a folder the Hub and `pipeline("text-generation")` take as it is.
+
+    Training calls the model with use_cache=False; the saved config says use_cache=true so that
+    generation reuses its key/value cache (twice as fast), and the generation config knows the pad token.
+    """
+    config, generation = model.config, getattr(model, "generation_config", None)
+    saved = config.use_cache, (generation.pad_token_id if generation is not None else None)
+    config.use_cache = True
+    if generation is not None:
+        generation.pad_token_id = tokenizer.pad_token_id
+        generation.use_cache = True
+    try:
+        model.save_pretrained(folder)
+    finally:
+        config.use_cache = saved[0]
+        if generation is not None:
+            generation.pad_token_id = saved[1]
+    tokenizer.save_pretrained(folder)
 
 
 class LMTask:
@@ -70,11 +114,18 @@ class LMTask:
                           self.tokenizer.eos_token_id)
 
     def load_model(self, folder: Path) -> nn.Module:
-        return GPT2LMHeadModel.from_pretrained(folder, local_files_only=True)
+        model = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True)
+        model.config.use_cache = False  # saved true for generation; training never decodes
+        return model
 
     def save_pretrained(self, model: nn.Module, folder: Path) -> None:
-        model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+        save_publishable(model, self._hub_tokenizer(model), folder)
+
+    def _hub_tokenizer(self, model: nn.Module):
+        """The training tokenizer as a published model needs it (a copy: training's is untouched)."""
+        if getattr(self, "_published_tokenizer", None) is None:
+            self._published_tokenizer = publishable_tokenizer(self.tokenizer, model.config.n_positions)
+        return self._published_tokenizer
 
     # --- data ------------------------------------------------------------------------------
     def n_train(self) -> int:

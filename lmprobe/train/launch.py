@@ -1,19 +1,27 @@
 """`accelerate launch cli/train_<domain>.py [--config YAML] [key=value ...]`, for any domain.
 
 Resolves the run directory and config, builds the domain's Task, writes what analysis needs
-(config.yaml with its domain, data.json, probe/, probe/train_sample.npz), and runs the one loop.
+(probe/, probe/train_sample.npz, data.json, then config.yaml with its domain: each atomically, and
+only when a run starts), locks the run directory, and runs the one loop. A fresh start that fails
+before its first checkpoint removes the directory it made, so the corrected rerun is not blocked.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
-from lmprobe.config import save_config
 from lmprobe.domain import Domain, get_domain
 from lmprobe.errors import LmprobeError
-from lmprobe.train.rundir import CONFIG_FILE, RunRequest, resolve_run, timestamp
+from lmprobe.train.rundir import (
+    CONFIG_FILE, RunLock, RunRequest, is_unfinished_start, record_config_change, resolve_run,
+    save_config_atomic, timestamp, write_atomic,
+)
+
+INTERRUPTED_EXIT = 130
+LAUNCHES_FILE = "launches.jsonl"
 
 
 def parse_args(argv: list[str] | None, domain: Domain, default_config: Path | None) -> argparse.Namespace:
@@ -22,11 +30,15 @@ def parse_args(argv: list[str] | None, domain: Domain, default_config: Path | No
         description=f"Train a {domain.name} model while recording per-example probe losses.",
         epilog="Overrides: any config key as key.sub=value, e.g. optim.lr=1e-3 train.steps=200",
     )
-    parser.add_argument("--config", type=Path, default=default_config, help="YAML run config")
+    default = f" (default: {default_config})" if default_config else ""
+    parser.add_argument("--config", type=Path, default=None, help=f"YAML run config{default}")
     parser.add_argument("--name", help="run name under out_dir (default: <config>-<timestamp>)")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
                         help="continue a run from its latest checkpoint (--name's, or RUN_DIR, "
                              "or the latest run of this config)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: accept overrides (or a --config) that differ from the run's "
+                             "saved config; the change is recorded in config_changes.jsonl")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_args(argv)
@@ -40,16 +52,27 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
     from rich.console import Console
 
     from lmprobe.cli import quiet_libraries
+    from lmprobe.train.loop import Interrupted
 
     quiet_libraries()
     console = Console(stderr=True)
     accelerator = Accelerator()
     try:
         stamp = broadcast_object_list([timestamp()])[0] if accelerator.num_processes > 1 else timestamp()
-        run = resolve_run(chosen.config_class, RunRequest(args.config, args.overrides, args.name, args.resume), stamp)
+        request = RunRequest(args.config, args.overrides, args.name, args.resume,
+                             allow_config_change=args.allow_config_change, default_config=default_config)
+        run = resolve_run(chosen.config_class, request, stamp)
         accelerator.wait_for_everyone()
         summary = train(chosen, run.config, run.run_dir, run.resume, accelerator, console,
-                        show_progress=not args.no_progress)
+                        show_progress=not args.no_progress, changed=run.changed)
+    except Interrupted as err:
+        if accelerator.is_main_process:
+            console.print(f"[bold yellow]interrupted:[/] {err}", highlight=False, soft_wrap=True)
+        return INTERRUPTED_EXIT
+    except KeyboardInterrupt:
+        if accelerator.is_main_process:
+            console.print("[bold yellow]interrupted:[/] stopped before a checkpoint could be saved", highlight=False)
+        return INTERRUPTED_EXIT
     except LmprobeError as err:
         if accelerator.is_main_process:
             console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
@@ -60,38 +83,130 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
     return 0
 
 
-def train(domain: Domain, cfg, run_dir: Path, resume: bool, accelerator, console, show_progress=True) -> dict:
+def train(domain: Domain, cfg, run_dir: Path, resume: bool, accelerator, console, show_progress=True,
+          changed: dict | None = None) -> dict:
+    """Train `cfg` into `run_dir` (fresh, or resumed from its latest good checkpoint)."""
+    from lmprobe.config import to_dict
+    from lmprobe.train.checkpoint import list_checkpoints
     from lmprobe.train.loop import LoopConfig, Trainer
-    from lmprobe.train.train_sample import hessian_indices, lookahead_indices, write_train_sample
+    from lmprobe.train.train_sample import hessian_indices
 
     with accelerator.main_process_first():
         task = domain.make_task(cfg)
+    if resume:
+        check_same_data(run_dir, task.data_summary())
     hessian = []
     if cfg.sharpness.every:
         hessian = [task.train_batch(i) for i in
                    hessian_indices(cfg.sharpness.n_batches, cfg.sharpness.batch_size, task.n_train())]
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / CONFIG_FILE)
-        (run_dir / "data.json").write_text(json.dumps(task.data_summary(), indent=1))
-        task.probe.save(run_dir / "probe")
-        if not hessian:  # no hook: save the batches `lmprobe sharpness` would use by default
-            hessian = [task.train_batch(i) for i in hessian_indices(1, min(8, task.n_train()), task.n_train())]
-        lookahead = [task.train_batch(i) for i in lookahead_indices(task.n_train(), cfg.train.seed)]
-        write_train_sample(run_dir / "probe", hessian, lookahead)
-    accelerator.wait_for_everyone()
-    trainer = Trainer(task, LoopConfig(cfg.optim, cfg.train, cfg.trace, cfg.sharpness), run_dir,
-                      accelerator, console, show_progress=show_progress)
-    if cfg.sharpness.every:
-        from lmprobe.train.sharpness_hook import sharpness_hook
+    created = not resume and accelerator.is_main_process and (not run_dir.exists() or is_unfinished_start(run_dir))
+    lock = _claim(run_dir, resume, accelerator)
+    try:
+        if accelerator.is_main_process:
+            if not resume:
+                write_run_files(task, cfg, run_dir, hessian)
+            elif changed:
+                save_config_atomic(cfg, run_dir / CONFIG_FILE)
+                found = list_checkpoints(run_dir)
+                record_config_change(run_dir, changed, found[-1][0] if found else None)
+            record_launch(run_dir, accelerator, resume)
+        accelerator.wait_for_everyone()
+        trainer = Trainer(task, LoopConfig(cfg.optim, cfg.train, cfg.trace, cfg.sharpness), run_dir,
+                          accelerator, console, show_progress=show_progress)
+        trainer.run_config = to_dict(cfg)
+        if cfg.sharpness.every:
+            from lmprobe.train.sharpness_hook import sharpness_hook
 
-        trainer.sharpness_fn = sharpness_hook(task, cfg.sharpness, hessian, trainer)
-    summary = trainer.fit(resume=resume)
+            trainer.sharpness_fn = sharpness_hook(task, cfg.sharpness, hessian, trainer)
+        summary = trainer.fit(resume=resume)
+    except BaseException:
+        if created and not list_checkpoints(run_dir):
+            lock.release()
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained: do not block the fixed rerun
+        raise
+    finally:
+        lock.release()
     summary.update({k: v for k, v in task.data_summary().items() if k in domain.summary_keys})
     return summary
 
 
+def _claim(run_dir: Path, resume: bool, accelerator) -> RunLock:
+    """Create (fresh) and lock the run directory on the main process; every process learns the outcome."""
+    lock = RunLock(run_dir)
+    error = None
+    if accelerator.is_main_process:
+        try:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LmprobeError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+            lock.acquire()
+        except LmprobeError as err:
+            error = str(err)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        error = broadcast_object_list([error])[0]
+    if error:
+        raise LmprobeError(error)
+    return lock
+
+
+def write_run_files(task, cfg, run_dir: Path, hessian: list) -> None:
+    """probe/, data.json, then config.yaml (which marks a complete start), each atomically."""
+    from lmprobe.train.train_sample import hessian_indices, lookahead_indices, write_train_sample
+
+    probe_tmp = run_dir / ".probe.tmp"
+    for stale in (probe_tmp, run_dir / "probe"):
+        if stale.exists():
+            shutil.rmtree(stale)
+    task.probe.save(probe_tmp)
+    if not hessian:  # no hook: save the batches `lmprobe sharpness` would use by default
+        hessian = [task.train_batch(i) for i in hessian_indices(1, min(8, task.n_train()), task.n_train())]
+    lookahead = [task.train_batch(i) for i in lookahead_indices(task.n_train(), cfg.train.seed)]
+    write_train_sample(probe_tmp, hessian, lookahead)
+    probe_tmp.rename(run_dir / "probe")
+    write_atomic(run_dir / "data.json", json.dumps(task.data_summary(), indent=1))
+    save_config_atomic(cfg, run_dir / CONFIG_FILE)
+
+
+#: data.json facts that must not change under a resumed run (its probe and sampler depend on them)
+DATA_IDENTITY_KEYS = ("vocab_size", "n_train_blocks", "n_val_blocks", "n_train_tokens", "probe_examples",
+                      "n_train", "n_val", "n_classes")
+
+
+def check_same_data(run_dir: Path, summary: dict) -> None:
+    path = run_dir / "data.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # nothing to compare with (a run from before data.json, or a damaged one)
+    differ = [k for k in DATA_IDENTITY_KEYS if k in saved and k in summary and saved[k] != summary[k]]
+    if differ:
+        listed = ", ".join(f"{k} {saved[k]} -> {summary[k]}" for k in differ)
+        raise LmprobeError(f"the data of {run_dir} changed since the run started ({listed}); "
+                           f"resume with the data it was trained on, or start a new run")
+
+
+def record_launch(run_dir: Path, accelerator, resume: bool) -> None:
+    """One line per launch: the Accelerate settings and library versions the run trained under."""
+    import accelerate
+    import torch
+
+    state = accelerator.state
+    line = {
+        "time": timestamp(), "resume": resume, "num_processes": accelerator.num_processes,
+        "distributed_type": str(state.distributed_type), "mixed_precision": str(accelerator.mixed_precision),
+        "dynamo_backend": str(getattr(state, "dynamo_plugin", None) and state.dynamo_plugin.backend),
+        "device": str(accelerator.device), "torch": torch.__version__, "accelerate": accelerate.__version__,
+    }
+    with open(run_dir / LAUNCHES_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def print_summary(console, run_dir: Path, summary: dict, keys: tuple[str, ...]) -> None:
+    """The final table is the command's result: stdout (progress and logs stay on stderr)."""
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"run {run_dir}", show_header=False)
@@ -99,5 +214,5 @@ def print_summary(console, run_dir: Path, summary: dict, keys: tuple[str, ...]) 
         value = summary.get(key)
         if value is not None:
             table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value))
-    console.print(table)
+    Console().print(table)
     console.print(f"next: [bold]lmprobe mine --checkpoint {run_dir}[/]")

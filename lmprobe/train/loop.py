@@ -116,6 +116,12 @@ class Trainer:
                 continue
             chosen = (step, model, state)
             break
+        if chosen is None and self._has_progress():
+            what = f"every checkpoint is damaged ({damaged[0][1]})" if damaged else "checkpoints/ holds no checkpoint"
+            raise LmprobeError(
+                f"cannot resume {self.run_dir}: it has recorded training but {what}; restarting at step 0 "
+                f"would overwrite its trace and metrics (start a new run with another --name)"
+            )
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             for ckpt, reason in damaged:
@@ -123,12 +129,6 @@ class Trainer:
                 self.console.print(f"[yellow]warning:[/] {reason}; moved it to {moved.name} and resumed from "
                                    f"{'step ' + str(chosen[0]) if chosen else 'nothing'}", highlight=False,
                                    soft_wrap=True)
-        if chosen is None and self._has_progress():
-            what = "every checkpoint is damaged" if damaged else "checkpoints/ holds no checkpoint"
-            raise LmprobeError(
-                f"cannot resume {self.run_dir}: it has recorded training but {what}; restarting at step 0 "
-                f"would overwrite its trace and metrics (start a new run with another --name)"
-            )
         return chosen
 
     def _load_model(self, ckpt: Path) -> torch.nn.Module:
@@ -139,8 +139,9 @@ class Trainer:
             raise LmprobeError(f"checkpoint {ckpt.name} has a damaged model ({reason})") from None
 
     def _has_progress(self) -> bool:
+        """Logged steps exist (a trace row at step 0 alone is recomputed identically by a restart)."""
         metrics = self.run_dir / "metrics.jsonl"
-        return (metrics.is_file() and metrics.stat().st_size > 0) or (self.run_dir / "trace").is_dir()
+        return metrics.is_file() and metrics.stat().st_size > 0
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> dict[str, Any]:

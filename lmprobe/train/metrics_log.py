@@ -1,10 +1,15 @@
-"""metrics.jsonl: one JSON object per logged step, rewound to a checkpoint on resume."""
+"""metrics.jsonl: one JSON object per logged step, rewound to a checkpoint on resume.
+
+A malformed line (a torn write, a hand edit) is skipped with a warning, never a reason to drop
+the good lines after it.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +26,32 @@ class MetricsLog:
             os.fsync(f.fileno())
 
     def truncate_after(self, step: int) -> None:
-        """Keep records up to and including `step`; drop later ones and any torn last line."""
+        """Keep records up to and including `step`; drop later ones and malformed lines (atomically)."""
         if not self.path.exists():
             return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            if record.get("step", 0) > step:
-                break
-            kept.append(line)
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [json.dumps(r) for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    records = []
-    for line in Path(path).read_text().splitlines():
+    """Every well-formed record; malformed lines are skipped with one warning naming them."""
+    records, bad = [], []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            break
+            bad.append(number)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(number)
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} malformed line(s) ({', '.join(map(str, bad[:5]))})", stacklevel=2)
     return records

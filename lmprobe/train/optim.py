@@ -10,18 +10,35 @@ from torch import nn
 from lmprobe.config import OptimConfig, TrainConfig
 
 
+def parameter_groups(model: nn.Module, weight_decay: float, decay_embeddings: bool = False) -> list[dict]:
+    """The standard split: weight decay on weight matrices only; biases, norm gains and (unless
+    `decay_embeddings`) embedding tables are not decayed. Parameters keep model order in each group."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        is_embedding = id(param) in embeddings
+        if param.ndim < 2 or (is_embedding and not decay_embeddings):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW, or SGD with heavy-ball momentum (also used for full-batch GD)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW, or SGD with heavy-ball momentum (also used for full-batch GD), with no-decay groups."""
+    if cfg.weight_decay:
+        groups = parameter_groups(model, cfg.weight_decay, bool(cfg.decay_embeddings))
+        groups = [g for g in groups if g["params"]]
+    else:  # nothing is decayed: one group, as checkpoints written before the split hold
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
     if cfg.name == "adamw":
         # the fused kernel updates every tensor in one pass (4x faster than foreach on a CPU)
         return torch.optim.AdamW(
-            params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-            weight_decay=cfg.weight_decay, fused=True,
+            groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True,
         )
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
-    )
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
 
 
 def learning_rate(step: int, optim: OptimConfig, train: TrainConfig) -> float:

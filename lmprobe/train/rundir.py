@@ -1,23 +1,37 @@
-"""Choosing, creating and reopening run directories.
+"""Choosing, creating, locking and reopening run directories.
 
 Every process resolves the run directory from the same inputs (the timestamp is broadcast
 first), so a mistake is reported identically everywhere and no process waits on one that
 failed. Only the main process creates anything.
+
+What a run directory promises, and how it is kept:
+  * config.yaml is written last, atomically (temp + rename), when a run starts: a directory
+    without it is a start that never finished, and a fresh start with the same name reuses it.
+  * a resumed run keeps its config.yaml, data.json and probe/; a config that differs from the
+    saved one is refused (naming the changed keys) unless the user allows the change, which is
+    then recorded in config_changes.jsonl.
+  * one training process at a time: run_dir/.lock is held (flock) while a run trains.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmprobe.config import apply_overrides, from_dict, load_config
-from lmprobe.errors import LmprobeError
-
 import yaml
 
+from lmprobe.config import apply_overrides, from_dict, load_config, read_yaml, to_dict
+from lmprobe.errors import LmprobeError
+
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"
+CHANGES_FILE = "config_changes.jsonl"
+#: keys that name where a run lives, not how it trains: never a "change"
+LOCATION_KEYS = ("name", "out_dir")
 
 
 @dataclass
@@ -26,6 +40,8 @@ class RunRequest:
     overrides: list[str]
     name: str | None
     resume: str | None  # None: fresh run; "" : resume --name (or the latest run); else a path
+    allow_config_change: bool = False
+    default_config: Path | None = None  # used for a fresh run given no --config
 
 
 @dataclass
@@ -33,22 +49,43 @@ class ResolvedRun:
     config: Any
     run_dir: Path
     resume: bool
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key -> (saved, now), allowed changes
 
 
 def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def validate_loop(config: Any) -> None:
+    """Values the loop cannot run with, refused before any directory exists."""
+    train, optim = config.train, config.optim
+    checks = [
+        (train.steps >= 1, f"train.steps={train.steps} must be at least 1 (the run would record nothing to mine)"),
+        (train.batch_size >= 1, f"train.batch_size={train.batch_size} must be at least 1"),
+        (train.grad_accum >= 1, f"train.grad_accum={train.grad_accum} must be at least 1"),
+        (train.eval_batches >= 1, f"train.eval_batches={train.eval_batches} must be at least 1 "
+                                  f"(set train.eval_every=0 to skip evaluation)"),
+        (optim.lr >= 0, f"optim.lr={optim.lr} must not be negative"),
+        (optim.weight_decay >= 0, f"optim.weight_decay={optim.weight_decay} must not be negative"),
+        (optim.warmup_steps >= 0, f"optim.warmup_steps={optim.warmup_steps} must not be negative"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise LmprobeError(message)
+
+
 def resolve_run(cls: type, request: RunRequest, stamp: str) -> ResolvedRun:
     """Decide the run directory and the config (a resumed run uses its saved config)."""
     if request.resume is None:
-        config = load_config(cls, request.config_path, request.overrides)
+        config_path = request.config_path or request.default_config
+        config = load_config(cls, config_path, request.overrides)
         if request.name:
             config.name = request.name
-        stem = request.config_path.stem if request.config_path else "run"
+        stem = config_path.stem if config_path else "run"
         config.name = config.name or f"{stem}-{stamp}"
+        validate_loop(config)
         run_dir = Path(config.out_dir) / config.name
-        if run_dir.exists():
+        if run_dir.exists() and not is_unfinished_start(run_dir):
             raise LmprobeError(
                 f"run directory {run_dir} already exists; pass --resume to continue it, "
                 f"or choose another --name"
@@ -56,20 +93,64 @@ def resolve_run(cls: type, request: RunRequest, stamp: str) -> ResolvedRun:
         return ResolvedRun(config, run_dir, resume=False)
 
     run_dir = _find_run_to_resume(cls, request)
-    saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
-    config = from_dict(cls, apply_overrides(saved, request.overrides))
-    return ResolvedRun(config, run_dir, resume=True)
+    saved = read_saved_config(run_dir)
+    base = read_yaml(request.config_path) if request.config_path else dict(saved)
+    for key in LOCATION_KEYS:
+        base[key] = saved.get(key)
+    wanted = apply_overrides(_deep_copy(base), request.overrides)
+    config = from_dict(cls, wanted)
+    before = to_dict(from_dict(cls, _deep_copy(saved)))
+    changed = {k: v for k, v in config_changes(before, to_dict(config)).items() if k not in LOCATION_KEYS}
+    if changed and not request.allow_config_change:
+        listed = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in list(changed.items())[:6])
+        raise LmprobeError(
+            f"--resume would change the config of {run_dir}: {listed}; resume without changes, or pass "
+            f"--allow-config-change to continue with the new values (recorded in {CHANGES_FILE})"
+        )
+    validate_loop(config)
+    return ResolvedRun(config, run_dir, resume=True, changed=changed)
+
+
+def config_changes(before: dict, after: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in list(before) + [k for k in after if k not in before]:
+        a, b = before.get(key), after.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(config_changes(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
+def read_saved_config(run_dir: Path) -> dict[str, Any]:
+    try:
+        saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise LmprobeError(f"{run_dir / CONFIG_FILE} is empty or damaged; restore it (it is the run's resolved "
+                           f"config) or start a new run")
+    return saved
+
+
+def is_unfinished_start(run_dir: Path) -> bool:
+    """A directory left by a start killed before config.yaml: no config, no checkpoint, no metrics."""
+    return (run_dir.is_dir() and not (run_dir / CONFIG_FILE).exists()
+            and not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists())
 
 
 def _find_run_to_resume(cls: type, request: RunRequest) -> Path:
     if request.resume:
         run_dir = Path(request.resume)
     else:
-        out_dir = Path(load_config(cls, request.config_path, []).out_dir)
+        location = [o for o in request.overrides if o.split("=", 1)[0].strip() == "out_dir"]
+        out_dir = Path(load_config(cls, request.config_path or request.default_config, location).out_dir)
         if request.name:
             run_dir = out_dir / request.name
         else:
-            stem = request.config_path.stem if request.config_path else "run"
+            config_path = request.config_path or request.default_config
+            stem = config_path.stem if config_path else "run"
             candidates = sorted(out_dir.glob(f"{stem}-*"), key=lambda p: p.stat().st_mtime)
             if not candidates:
                 raise LmprobeError(
@@ -77,8 +158,73 @@ def _find_run_to_resume(cls: type, request: RunRequest) -> Path:
                 )
             run_dir = candidates[-1]
     if not (run_dir / CONFIG_FILE).is_file():
+        hint = (" (a start interrupted before it trained: a fresh start with the same name reuses it)"
+                if is_unfinished_start(run_dir) else "")
         raise LmprobeError(
-            f"cannot resume {run_dir}: it is not a run directory (no {CONFIG_FILE}); "
+            f"cannot resume {run_dir}: it is not a run directory (no {CONFIG_FILE}){hint}; "
             f"start a new run without --resume"
         )
     return run_dir
+
+
+def _deep_copy(data: dict) -> dict:
+    return json.loads(json.dumps(data))
+
+
+# ----------------------------------------------------------------------------- writing
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so that a kill leaves the old content or the new, never an empty file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_config_atomic(config: Any, path: Path) -> None:
+    write_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def record_config_change(run_dir: Path, changed: dict[str, tuple[Any, Any]], step: int | None) -> None:
+    line = json.dumps({"time": timestamp(), "from_step": step,
+                       "changed": {k: {"was": a, "now": b} for k, (a, b) in changed.items()}})
+    with open(run_dir / CHANGES_FILE, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+class RunLock:
+    """An exclusive flock on run_dir/.lock, held while a run trains (released on exit, even on a kill)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._file = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LmprobeError(
+                f"run {self.path.parent} is in use by another training process (pid {holder}); "
+                f"wait for it to finish, or choose another --name"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None

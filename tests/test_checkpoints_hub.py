@@ -1,0 +1,99 @@
+"""Checkpoints are publishable Hub folders: they load in a text-generation pipeline, carry a model
+card naming the run's config and metrics, keep the resume state apart, and `lmprobe push` fails
+offline with one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from lmprobe.cli import main as cli_main
+from lmprobe.commands.push import upload_patterns
+from lmprobe.model_card import read_card_metadata
+from tests.conftest import TINY_STEPS
+
+
+@pytest.fixture(scope="module")
+def last_checkpoint(tiny_run):
+    return tiny_run / "checkpoints" / f"step-{TINY_STEPS:06d}"
+
+
+def test_model_folder_is_what_the_hub_expects(last_checkpoint):
+    config = json.loads((last_checkpoint / "config.json").read_text())
+    assert config["use_cache"] is True  # generation reuses its cache (training passes use_cache=False)
+    tokenizer_config = json.loads((last_checkpoint / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == config["n_positions"] == 32
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(last_checkpoint), local_files_only=True)
+    assert tokenizer.pad_token is not None and tokenizer.pad_token_id == tokenizer.eos_token_id
+    generation = json.loads((last_checkpoint / "generation_config.json").read_text())
+    assert generation["pad_token_id"] == tokenizer.eos_token_id
+    # the resume state lives apart, and is not what a user uploads
+    assert (last_checkpoint / "resume" / "training_state.pt").is_file()
+    assert not (last_checkpoint / "training_state.pt").exists()
+    uploaded = upload_patterns(last_checkpoint)
+    assert "model.safetensors" in uploaded and "README.md" in uploaded
+    assert not any(name.startswith("resume/") for name in uploaded)
+
+
+def test_model_card_names_the_config_and_metrics(tiny_run, last_checkpoint):
+    meta = read_card_metadata(last_checkpoint)
+    assert meta["library_name"] == "transformers" and "lmprobe" in meta["tags"]
+    assert meta["pipeline_tag"] == "text-generation"
+    card = (last_checkpoint / "README.md").read_text()
+    saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    body = yaml.safe_load(card.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert body == saved  # the run's whole resolved config
+    from lmprobe.train.metrics_log import read_metrics
+
+    final = read_metrics(tiny_run / "metrics.jsonl")[-1]
+    assert f"| val_loss | {final['val_loss']:.6g} |" in card and f"| loss | {final['loss']:.6g} |" in card
+
+
+def test_pipeline_generates_up_to_the_context_and_truncates_longer_prompts(last_checkpoint, one_thread):
+    from transformers import AutoTokenizer, pipeline
+
+    tokenizer = AutoTokenizer.from_pretrained(str(last_checkpoint), local_files_only=True)
+    generate = pipeline("text-generation", model=str(last_checkpoint), tokenizer=tokenizer)
+    words = " ".join(["the"] * 200)
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+    prompt = tokenizer.decode(ids[:28])  # nearly fills the 32 positions
+    assert len(tokenizer(prompt)["input_ids"]) == 28
+    out = generate(prompt, max_new_tokens=4, do_sample=False, return_full_text=False)
+    assert len(tokenizer(out[0]["generated_text"])["input_ids"]) >= 1
+    # a prompt longer than the context: the tokenizer knows the limit and keeps the end of the prompt
+    long_prompt = tokenizer.decode(ids[:100])
+    truncated = tokenizer(long_prompt, truncation=True)["input_ids"]
+    assert len(truncated) == 32 and truncated == tokenizer(long_prompt)["input_ids"][-32:]
+    out = generate(long_prompt, max_new_tokens=4, do_sample=False, handle_long_generation="hole",
+                   return_full_text=False)
+    assert isinstance(out[0]["generated_text"], str)
+
+
+def test_checkpoint_loads_through_the_run_view(tiny_run, last_checkpoint):
+    from lmprobe.domain import open_view
+
+    view = open_view(last_checkpoint)
+    model = view.load_model(last_checkpoint)
+    assert model.config.n_positions == 32 and not model.training
+
+
+def test_push_offline_fails_with_one_line(last_checkpoint, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert cli_main(["push", "--checkpoint", str(last_checkpoint), "--repo-id", "someone/tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "HF_HUB_OFFLINE" in err
+
+
+def test_version(capsys):
+    from lmprobe import __version__
+
+    with pytest.raises(SystemExit) as done:
+        cli_main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"lmprobe {__version__}"

@@ -1,0 +1,223 @@
+"""Resume and start hardening: every fault ends in one line (or a warned fallback), nothing recorded is lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmprobe.lm.train_cli import main
+from lmprobe.trace import read_trace
+from lmprobe.train.checkpoint import list_checkpoints
+from lmprobe.train.metrics_log import read_metrics
+from lmprobe.train.rundir import RunLock
+from tests.conftest import TINY_STEPS
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMING_KEYS = {"tokens_per_s"}
+
+
+def _fails(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def _copy(run: Path, tmp_path: Path, name: str = "copy") -> Path:
+    target = tmp_path / name
+    shutil.copytree(run, target)
+    return target
+
+
+def _records(run: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(run / "metrics.jsonl")]
+
+
+# ----------------------------------------------------------------------------- starting
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=0", "train.steps=0"),
+    ("train.batch_size=0", "train.batch_size=0"),
+    ("optim.lr=-0.1", "optim.lr=-0.1"),
+    ("train.eval_batches=0", "train.eval_batches=0"),
+])
+def test_impossible_values_are_refused_before_any_directory(override, message, tiny_config, tmp_path, capsys):
+    err = _fails(["--config", str(tiny_config), "--name", "bad", "--no-progress", f"out_dir={tmp_path}",
+                  override], capsys)
+    assert message in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_start_that_fails_late_removes_its_directory(tiny_config, tmp_path, capsys, monkeypatch):
+    from lmprobe.errors import LmprobeError
+    from lmprobe.train.loop import Trainer
+
+    def broken_fit(self, resume=False):
+        raise LmprobeError("disk full (simulated)")
+
+    monkeypatch.setattr(Trainer, "fit", broken_fit)
+    err = _fails(["--config", str(tiny_config), "--name", "late", "--no-progress", f"out_dir={tmp_path}"], capsys)
+    assert "disk full" in err and not (tmp_path / "late").exists()
+
+
+def test_an_interrupted_start_is_reused_by_a_fresh_start_and_the_summary_goes_to_stdout(tiny_config, tmp_path, capsys,
+                                                                                       one_thread):
+    (tmp_path / "half").mkdir()  # killed between mkdir and config.yaml
+    assert "start a new run without --resume" in _fails(["--resume", str(tmp_path / "half"), "--no-progress"], capsys)
+    assert main(["--config", str(tiny_config), "--name", "half", "--no-progress", f"out_dir={tmp_path}",
+                 "train.steps=2", "train.checkpoint_every=2", "train.eval_every=2"]) == 0
+    out, err = capsys.readouterr()
+    assert "val_loss" in out and "val_loss" not in err  # the result table is stdout; logs stay on stderr
+    assert [s for s, _ in list_checkpoints(tmp_path / "half")] == [2]
+    assert (tmp_path / "half" / "launches.jsonl").is_file()
+
+
+def test_a_locked_run_cannot_be_trained_twice(tiny_run, tmp_path, capsys):
+    run = _copy(tiny_run, tmp_path)
+    lock = RunLock(run).acquire()
+    try:
+        err = _fails(["--resume", str(run), "--no-progress"], capsys)
+    finally:
+        lock.release()
+    assert "in use by another training process" in err and str(os.getpid()) in err
+
+
+# ----------------------------------------------------------------------------- resuming
+def test_resume_without_checkpoints_is_refused_and_keeps_the_record(tiny_run, tmp_path, capsys):
+    run = _copy(tiny_run, tmp_path)
+    shutil.rmtree(run / "checkpoints")
+    before = (run / "metrics.jsonl").read_bytes(), read_trace(run).losses.copy()
+    err = _fails(["--resume", str(run), "--no-progress"], capsys)
+    assert "restarting at step 0 would overwrite" in err
+    assert (run / "metrics.jsonl").read_bytes() == before[0]
+    np.testing.assert_array_equal(np.asarray(read_trace(run).losses), before[1])
+
+
+def test_resume_with_a_changed_config_names_the_keys(tiny_run, tiny_config, tmp_path, capsys):
+    run = _copy(tiny_run, tmp_path)
+    config_before = (run / "config.yaml").read_bytes()
+    err = _fails(["--resume", str(run), "--no-progress", "train.steps=20", "optim.lr=0.01"], capsys)
+    assert "train.steps (16 -> 20)" in err and "optim.lr" in err and "--allow-config-change" in err
+    other = tmp_path / "other.yaml"
+    other.write_text(tiny_config.read_text().replace("lr: 3.0e-3", "lr: 1.0e-3"))
+    err = _fails(["--config", str(other), "--resume", str(run), "--no-progress"], capsys)
+    assert "optim.lr (0.003 -> 0.001)" in err
+    assert (run / "config.yaml").read_bytes() == config_before
+
+
+def test_resume_keeps_run_files_and_an_allowed_change_is_recorded(tiny_run, tmp_path, one_thread):
+    run = _copy(tiny_run, tmp_path)
+    kept = {name: (run / name).stat().st_mtime_ns for name in ("config.yaml", "data.json", "probe/probe.npz")}
+    assert main(["--resume", str(run), "--no-progress"]) == 0
+    assert {name: (run / name).stat().st_mtime_ns for name in kept} == kept  # not rewritten
+    assert main(["--resume", str(run), "--no-progress", "--allow-config-change", "train.log_every=4"]) == 0
+    assert "log_every: 4" in (run / "config.yaml").read_text()
+    assert '"train.log_every": {"was": 2, "now": 4}' in (run / "config_changes.jsonl").read_text()
+
+
+def test_a_malformed_metrics_line_loses_nothing_after_it(tiny_run, tmp_path, one_thread):
+    run = _copy(tiny_run, tmp_path)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:2] + ['{"step": 5, "lo'] + lines[2:]) + "\n")
+    with pytest.warns(UserWarning, match="malformed"):
+        assert main(["--resume", str(run), "--no-progress"]) == 0
+    assert _records(run) == _records(tiny_run)
+
+
+@pytest.mark.parametrize("damage", ["truncated-safetensors", "random-state", "pickle-state"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, tiny_run, tmp_path, capsys, one_thread):
+    run = _copy(tiny_run, tmp_path)
+    latest = run / "checkpoints" / f"step-{TINY_STEPS:06d}"
+    if damage == "truncated-safetensors":
+        data = (latest / "model.safetensors").read_bytes()
+        (latest / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "random-state":
+        (latest / "resume" / "training_state.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        import pickle
+
+        (latest / "resume" / "training_state.pt").write_bytes(pickle.dumps({"optimizer": object}))
+    assert main(["--resume", str(run), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "Traceback" not in err and "step-000016.damaged" in err
+    assert (run / "checkpoints" / "step-000016.damaged").is_dir()
+    assert [s for s, _ in list_checkpoints(run)] == [4, 8, 12, 16]  # retrained from 12
+    np.testing.assert_array_equal(np.asarray(read_trace(run).losses), np.asarray(read_trace(tiny_run).losses))
+    assert _records(run) == _records(tiny_run)
+
+
+def test_every_checkpoint_damaged_is_one_line(tiny_run, tmp_path, capsys):
+    run = _copy(tiny_run, tmp_path)
+    for _, ckpt in list_checkpoints(run):
+        (ckpt / "model.safetensors").write_bytes(b"not a safetensors file")
+    err = _fails(["--resume", str(run), "--no-progress"], capsys)
+    assert "every checkpoint is damaged" in err
+
+
+def test_sigterm_saves_and_stops_with_one_line_then_resumes_identically(tiny_config, tiny_run, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "cli" / "train_lm.py"), "--config", str(tiny_config), "--name", "term",
+           "--no-progress", f"out_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "term"
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step-000004").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be stopped"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1].strip()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "SIGTERM at step" in err and len(err.splitlines()) == 1
+    stopped = list_checkpoints(run)[-1][0]
+    if stopped < TINY_STEPS:
+        assert read_metrics(run / "metrics.jsonl")[-1]["step"] <= stopped
+    assert main(["--resume", str(run), "--no-progress"]) == 0
+    np.testing.assert_array_equal(np.asarray(read_trace(run).losses), np.asarray(read_trace(tiny_run).losses))
+    assert _records(run) == _records(tiny_run)
+
+
+# ----------------------------------------------------------------------------- optimiser state
+def test_weight_decay_skips_biases_norms_and_embeddings():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmprobe.train.optim import parameter_groups
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=8, n_embd=8, n_layer=1, n_head=2))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, no_decay = parameter_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight",
+            "transformer.h.0.ln_1.bias", "transformer.h.0.attn.c_attn.bias"} <= skipped
+    assert {names[id(p)] for p in decay["params"]} == {n for n, p in model.named_parameters() if p.ndim == 2} - {
+        "transformer.wte.weight", "transformer.wpe.weight"}
+    with_embeddings = {names[id(p)] for p in parameter_groups(model, 0.1, decay_embeddings=True)[0]["params"]}
+    assert "transformer.wte.weight" in with_embeddings
+
+    from lmprobe.config import OptimConfig
+    from lmprobe.train.optim import build_optimizer
+
+    groups = build_optimizer(model, OptimConfig(weight_decay=0.1)).param_groups
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0] and len(groups[1]["params"]) == len(skipped)
+    assert len(build_optimizer(model, OptimConfig(weight_decay=0.0)).param_groups) == 1  # as older checkpoints hold
+
+
+def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
+    import random
+
+    import torch
+
+    from lmprobe.train.loop import restore_rng, rng_state
+
+    torch.save({"rng": [rng_state()]}, tmp_path / "state.pt")
+    first = torch.rand(3), np.random.rand(3), random.random()
+    restore_rng(torch.load(tmp_path / "state.pt", weights_only=True)["rng"][0])
+    again = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1]) and first[2] == again[2]
