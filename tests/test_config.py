@@ -57,8 +57,26 @@ def test_round_trip(tmp_path):
     assert load_config(LMConfig, tmp_path / "config.yaml") == cfg
 
 
-def test_shipped_configs_load():
+def test_shipped_configs_load_with_their_domains_config_class():
+    """Every YAML under configs/<domain>/ validates as that domain's config (toy configs excepted)."""
     from pathlib import Path
 
-    for path in sorted(Path(__file__).parent.parent.glob("configs/lm/*.yaml")):
-        load_config(LMConfig, path)
+    from lmprobe.domain import get_domain
+
+    checked = 0
+    for folder in sorted((Path(__file__).parent.parent / "configs").iterdir()):
+        for path in sorted(folder.glob("*.yaml")):
+            cfg = load_config(get_domain(folder.name).config_class, path)
+            assert cfg.domain == folder.name
+            checked += 1
+    assert checked >= 9
+
+
+def test_a_config_of_another_domain_is_refused():
+    from pathlib import Path
+
+    from vision.config import VisionConfig
+
+    path = Path(__file__).parent.parent / "configs" / "lm" / "default.yaml"
+    with pytest.raises(LmprobeError, match="unknown config key 'model.n_embd'"):
+        load_config(VisionConfig, path)
