@@ -9,11 +9,13 @@ from lmprobe.errors import LmprobeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lmprobe.commands import examples, mine, plot, sharpness
+    from lmprobe import __version__
+    from lmprobe.commands import events, examples, mine, plot, push, sharpness, suite
 
     parser = argparse.ArgumentParser(prog="lmprobe", description="Opposing signals and sharpness in training runs.")
+    parser.add_argument("--version", action="version", version=f"lmprobe {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for command in (mine, sharpness, plot, examples):
+    for command in (mine, sharpness, plot, examples, events, suite, push):
         command.add_parser(subparsers)
     return parser
 

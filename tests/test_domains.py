@@ -118,12 +118,12 @@ class ToyProbe:
 
 class ToyView(RunViewBase):
     domain = "toy"
-    groupings = ("target",)
+    domain_groupings = ("target",)
 
     def describe(self, index):
         return f"x={float(ToyProbe.x[index]):+.0f}", f"{float(ToyProbe.y[index]):+.0f}"
 
-    def key_label(self, name, value):
+    def domain_key_label(self, name, value):
         return f"{name}={value}"
 
     def load_model(self, checkpoint):

@@ -201,7 +201,7 @@ def test_tables_and_json(run, report):
     feature, target = run.keys["feature"], run.keys["target"]
 
     def describe(i):
-        return f"example {i} with feature {feature[i]}:", f" t{target[i]}"
+        return f"example {i} with feature {feature[i]}:", f"␣t{target[i]}"  # domains make tokens visible
 
     def key_label(name, value):
         return f"{name}<{value}>"
@@ -209,7 +209,7 @@ def test_tables_and_json(run, report):
     text = render_events_to_text(report, describe, key_label)
     assert "feature<3>  target<5>" in text and "feature<3>  target<7>" in text
     assert "spikes in EoS windows" in text and "top pairs swing at spikes" in text
-    assert "␣t5" in text  # contexts rendered through describe, leading space made visible
+    assert "␣t5" in text  # contexts rendered through describe
     console = Console(file=io.StringIO(), width=240, color_system=None, record=True)
     console.print(events_table(report, by="target"))
     console.print(coincidence_table(report))

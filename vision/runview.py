@@ -29,7 +29,7 @@ class VisionRunView(RunViewBase):
     def __init__(self, located: Located, checkpoint: Path, probe: ImageProbe, sample: TrainSample | None = None):
         super().__init__(located, checkpoint, probe, sample)
         extra = [k for k in ("feature", "border", "bright") if k in probe.extra_keys]
-        self.groupings = tuple(f"{k}-target" for k in extra) + ("target",)
+        self.domain_groupings = tuple(f"{k}-target" for k in extra) + ("target",)
 
     @classmethod
     def open_run(cls, located: Located) -> "VisionRunView":
@@ -58,10 +58,10 @@ class VisionRunView(RunViewBase):
         probe = self.probe
         parts = [f"img {int(probe.ids[index])}"]
         if "feature" in probe.extra_keys:
-            parts.append(self.key_label("feature", int(probe.extra_keys["feature"][index])))
+            parts.append(self.domain_key_label("feature", int(probe.extra_keys["feature"][index])))
         return " ".join(parts), probe.class_names[int(probe.labels[index])]
 
-    def key_label(self, name: str, value: int) -> str:
+    def domain_key_label(self, name: str, value: int) -> str:
         if name == "target":
             names = self.probe.class_names
             return names[value] if 0 <= value < len(names) else str(value)

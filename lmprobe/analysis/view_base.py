@@ -9,14 +9,32 @@ import numpy as np
 
 from lmprobe.run import Located
 from lmprobe.train.task import Batch, ProbeSet
+from lmprobe.train.alignment import ALIGN_GROUPINGS, ALIGN_KEY, align_label, alignment_keys
 from lmprobe.train.train_sample import TrainSample, read_train_sample, rebatch
 
 
 class RunViewBase:
-    """Subclass and set `domain`, `groupings`; implement describe, key_label, load_model, loss."""
+    """Subclass and set `domain`, `domain_groupings`; implement describe, domain_key_label,
+    load_model and loss.
+
+    A run that recorded alignment along the sharp direction (run_dir/alignment, see
+    lmprobe.train.alignment) gets the key "align" and the groupings "align", "align-target"
+    after the domain's own.
+    """
 
     domain: str = ""
-    groupings: tuple[str, ...] = ("target",)
+    domain_groupings: tuple[str, ...] = ("target",)
+
+    @property
+    def groupings(self) -> tuple[str, ...]:
+        extra = ALIGN_GROUPINGS if ALIGN_KEY in self.keys() else ()
+        return tuple(self.domain_groupings) + tuple(g for g in extra if g not in self.domain_groupings)
+
+    def key_label(self, name: str, value: int) -> str:
+        return align_label(value) if name == ALIGN_KEY else self.domain_key_label(name, value)
+
+    def domain_key_label(self, name: str, value: int) -> str:
+        return f"{name}={value}"
 
     def __init__(self, located: Located, checkpoint: Path, probe: ProbeSet, sample: TrainSample | None = None):
         self.located = located
@@ -29,7 +47,12 @@ class RunViewBase:
         return self.located.run_dir
 
     def keys(self) -> dict[str, np.ndarray]:
-        return self.probe.keys()
+        """The probe's keys, plus "align" (sign along the top eigenvector) when recorded."""
+        if "_keys" not in self.__dict__:
+            keys = dict(self.probe.keys())
+            keys.update(alignment_keys(self.run_dir, self.probe.n_examples))
+            self.__dict__["_keys"] = keys
+        return dict(self.__dict__["_keys"])
 
     def images(self, indices: Sequence[int]) -> np.ndarray | None:
         return None

@@ -87,6 +87,12 @@ class SharpnessTracker:
         self._n_above: dict[str, int] = {}
         self._values: dict[str, tuple[list[float], list[float]]] = {}
 
+    def eigenvectors(self, kind: str = "plain") -> torch.Tensor | None:
+        """The last measurement's wanted eigenvectors as unit columns [dim, k], best first (None
+        before the first); over the parameters `select_parameters(model, block)` lists."""
+        vectors = self._vectors.get(kind)
+        return None if vectors is None else vectors[:, : len(self._values[kind][0])]
+
     def reset(self) -> None:
         """Forget the previous eigenvectors: the next measurement starts cold."""
         self._vectors.clear()

@@ -32,7 +32,7 @@ DATA_VAL_FRACTION = 0.1
 
 class LMRunView(RunViewBase):
     domain = "lm"
-    groupings = ("feature-target", "target", "feature2-feature-target")
+    domain_groupings = ("feature-target", "target", "feature2-feature-target")
 
     def __init__(self, located: Located, checkpoint: Path, probe: TextProbe, sample: TrainSample | None = None):
         super().__init__(located, checkpoint, probe, sample)
@@ -71,7 +71,7 @@ class LMRunView(RunViewBase):
         context, target = self.probe.context(index)
         return self.tokenizer.decode(context.tolist()), visible_token(self.tokenizer.decode([target]))
 
-    def key_label(self, name: str, value: int) -> str:
+    def domain_key_label(self, name: str, value: int) -> str:
         if value < 0:
             return "∅"
         text = visible_token(self.tokenizer.decode([value]))

@@ -19,6 +19,7 @@ from rich.text import Text
 from lmprobe.errors import LmprobeError
 from lmprobe.events.attribution import GroupMove
 from lmprobe.events.find import Event, EventsReport
+from lmprobe.train.alignment import ALIGN_KEY, align_label
 from lmprobe.report.mining_table import Describe, KeyLabel, example_text, group_label, visible_text
 
 
@@ -121,9 +122,47 @@ def render_events(report: EventsReport, describe: Describe | None = None, key_la
         console.print(Text("OLMo 2 spike score (% of values >= 7 sd from the rolling mean of 1,000): "
                            + ", ".join(f"{k} {v:.3g}%" for k, v in report.spike_scores.items())))
     parts: list[Any] = [events_table(report, describe, key_label, by=by)]
+    if ALIGN_KEY in report.by:
+        parts.append(alignment_table(report))
     if report.coincidences:
         parts.append(coincidence_table(report))
     console.print(RichGroup(*parts))
+
+
+def alignment_table(report: EventsReport) -> Table:
+    """Per event: how the examples pulling each way along the top eigenvector (at the last
+    measurement) moved. Opposing signals at a spike: one side rises while the other falls."""
+    table = Table(title="Along the sharp direction: mean loss change of each side at each event")
+    table.add_column("step", justify="right")
+    values = (1, 0, -1)
+    for value in values:
+        table.add_column(align_label(value), justify="right")
+    for event in report.events:
+        att = event.attribution
+        moves = {m.key[0]: m for m in att.up.get(ALIGN_KEY, []) + att.down.get(ALIGN_KEY, [])}
+        cells = [f"{moves[v].mean:+.3g} (n={moves[v].size})" if v in moves else "-" for v in values]
+        table.add_row(f"{att.step_from}→{att.step_to}", *cells)
+    return table
+
+
+def render_replay(result, *, console: Console | None = None) -> None:
+    """A spike replay (lmprobe.events.replay.ReplayResult): both runs' losses and the verdict."""
+    console = console or Console()
+    table = Table(title=f"Replay of the spike at step {result.spike_step} from checkpoint {result.checkpoint_step}"
+                        f" (left out: batches of steps {result.replaced_steps[0]}..{result.replaced_steps[-1]})",
+                  caption=f"baseline {result.baseline:.4g} (median of the logged losses before), robust sd "
+                          f"{result.scale:.3g}; reproduction error {_num(result.max_reproduction_error, '.2g')}")
+    for name in ("step", "logged", "same batches", "other batches"):
+        table.add_column(name, justify="right")
+    for step, logged, same, other in zip(result.steps, result.logged, result.same, result.other):
+        table.add_row(str(step), _num(logged, ".5g"), format(same, ".5g"), format(other, ".5g"))
+    console.print(table)
+    console.print(f"spike's batch at the state the other batches reached: {result.spike_batch_at_other_state:.5g}; "
+                  f"the other batch at the spike's state: {result.other_batch_at_spike_state:.5g}",
+                  highlight=False, soft_wrap=True)
+    console.print(Text(f"verdict: {result.verdict}", style="bold"), Text(f" — {result.explanation}"), sep="")
+    for note in result.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
 
 
 def render_events_to_text(report: EventsReport, describe: Describe | None = None,

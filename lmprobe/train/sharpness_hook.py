@@ -7,12 +7,17 @@ tracking every few steps costs a handful of Hessian-vector products, each value 
 sharpness` reads them too), the same at every measurement, so the curve shows the loss landscape
 changing and not the sample. Each process measures its share
 of them; the Hessian module sums the products across processes.
+
+With `sharpness.alignment` (on by default) each measurement also records, for every probe
+example, the derivative of its loss along the top eigenvector(s) into run_dir/alignment
+(lmprobe.train.alignment): which examples point along the sharp direction, and which way.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from lmprobe.config import SharpnessConfig
@@ -46,6 +51,7 @@ def sharpness_hook(task, cfg: SharpnessConfig, batches: list[dict[str, torch.Ten
     stochastic = not trainer.full_batch and trainer.cfg.optim.name == "sgd"
     tracker = SharpnessTracker(k=cfg.k, block=cfg.block, tol=cfg.tol, max_iter=cfg.max_iter,
                                follow_above=cfg.follow_above)
+    align = alignment_recorder(task, cfg, tracker, trainer) if getattr(cfg, "alignment", False) else None
 
     def measure(model: torch.nn.Module, step: int, lr: float) -> dict[str, Any]:
         report = tracker.measure(model, task.loss, mine, optimizer=trainer.optimizer, lr=lr)
@@ -57,6 +63,8 @@ def sharpness_hook(task, cfg: SharpnessConfig, batches: list[dict[str, torch.Ten
             out.update({k: report[k] for k in FOLLOW_KEYS if report.get(k) is not None})
         if stochastic:
             out["batch_sharpness"] = batch_sharpness(model, step - 1, lr)
+        if align is not None:
+            out.update(align(model, step))
         return out
 
     def batch_sharpness(model: torch.nn.Module, step: int, lr: float) -> float:
@@ -68,3 +76,40 @@ def sharpness_hook(task, cfg: SharpnessConfig, batches: list[dict[str, torch.Ten
         return report["sharpness"]
 
     return measure
+
+
+def alignment_recorder(task, cfg: SharpnessConfig, tracker: SharpnessTracker, trainer) -> Callable[..., dict]:
+    """A `(model, step) -> {}` callable writing one alignment row per top eigenvector.
+
+    The probe batches are shared round-robin over processes and gathered; only the main process
+    orients (lmprobe.train.alignment.orient_rows, against the last row on disk, so a resumed run
+    orients as an uninterrupted one) and writes. Rows of an abandoned continuation are dropped at
+    the first call of a resumed run. Nothing goes to metrics.jsonl.
+    """
+    from accelerate.utils import gather_object
+
+    from lmprobe.hessian.blocks import select_parameters
+    from lmprobe.train.alignment import AlignmentWriter, directional_derivatives, orient_rows
+
+    acc, probe, bs = trainer.acc, task.probe, trainer.cfg.trace.batch_size
+    writer = AlignmentWriter(trainer.run_dir, probe.n_examples) if acc.is_main_process else None
+    first = [True]
+
+    def record(model: torch.nn.Module, step: int) -> dict[str, Any]:
+        vectors = tracker.eigenvectors("plain")
+        if vectors is None:
+            return {}
+        named = select_parameters(model, cfg.block)
+        mine = list(range(acc.process_index, probe.n_batches(bs), acc.num_processes))
+        parts = [(b, directional_derivatives(model, probe.losses, [trainer._to_device(probe.batch(b, bs))],
+                                             named, vectors[:, : cfg.k])) for b in mine]
+        gathered = gather_object(parts) if acc.num_processes > 1 else parts
+        if writer is not None:
+            rows = np.concatenate([d for _, d in sorted(gathered, key=lambda item: item[0])], axis=1)
+            if first[0]:
+                writer.truncate_before(step)
+            writer.append(step, orient_rows(rows, writer.last_rows()))
+        first[0] = False
+        return {}
+
+    return record

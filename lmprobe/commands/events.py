@@ -1,0 +1,107 @@
+"""`lmprobe events PATH`: the loss spikes of a run, who carried them, and whether they coincide
+with the edge of stability and with opposing groups swinging.
+
+PATH is a run directory (any domain) with a trace and metrics.jsonl. Each event (a spike of
+--series, or one of the largest probe events) is shown with the groups whose loss rose and fell
+most, the share of the rise carried by the top 1% / 5% of examples, the opposing pair at that
+interval and the sharpness / threshold logged there; then the coincidence tests (spikes inside
+edge-of-stability windows when sharpness was logged; pair swings at spikes).
+
+--replay STEP reruns the steps up to the spike at logged step STEP from the checkpoint before
+it, with the run's batches and without the spike's batches, and says whether the spike comes
+from the data, from the state, or both (lmprobe.events.replay).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lmprobe.commands.common import add_path_arguments, open_path, parse_steps, positive, stderr_progress, warn
+from lmprobe.errors import LmprobeError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("events", help="loss spikes, who carried them, and their coincidences",
+                              description=__doc__.split("\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    add_path_arguments(p, "a run directory")
+    p.add_argument("--by", action="append", help="grouping(s) to attribute events by (repeatable; default: the "
+                                                 "run's groupings that its keys allow)")
+    p.add_argument("--detector", choices=("mad", "olmo", "ratio"), default="mad",
+                   help="spike rule: rolling median/MAD z (mad), OLMo 2's 7 sd rule (olmo), grad-norm ratio (ratio)")
+    p.add_argument("--series", default="loss", help="what spikes are found in: a metrics.jsonl key (loss, "
+                                                    "grad_norm, ...) or 'probe' (the trace's mean loss)")
+    p.add_argument("--z", type=float, default=None, help="spike threshold (default: the detector's)")
+    p.add_argument("--top", type=positive, default=5, help="groups and pairs per event, and probe events")
+    p.add_argument("--steps", metavar="A:B", help="only trace records with A <= step <= B")
+    p.add_argument("--min-size", type=positive, default=5, help="smallest group considered")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (warnings go to stderr)")
+    p.add_argument("--replay", type=positive, metavar="STEP",
+                   help="replay the spike at logged step STEP with and without its batches")
+    p.add_argument("--window", type=positive, default=None,
+                   help="with --replay: batches to leave out, ending at the spike (default: the logged interval)")
+    p.set_defaults(run=run)
+
+
+def usable_groupings(view, keys) -> list[str]:
+    """The view's groupings whose keys this run has (e.g. no feature2 in a short-context probe)."""
+    return [g for g in view.groupings if all(part in keys for part in g.split("-"))]
+
+
+def run(args: argparse.Namespace, console) -> int:
+    view = open_path(args)
+    if view.run_dir is None:
+        raise LmprobeError(f"{view.checkpoint} is a lone checkpoint: events need a run directory with a trace and "
+                           "metrics.jsonl (the folder cli/train_*.py wrote)")
+    if args.replay is not None:
+        return replay(args, view, console)
+    from lmprobe.events import find_events
+    from lmprobe.report.events_table import events_json_text, render_events
+    from lmprobe.trace import has_trace, read_trace
+    from lmprobe.train.metrics_log import read_metrics
+
+    run_dir = view.run_dir
+    if not has_trace(run_dir):
+        raise LmprobeError(f"{run_dir} recorded no trace (trace.every was 0): events need per-example losses; "
+                           "train with trace.every > 0")
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
+    if metrics is None:
+        warn(f"{metrics_path} is missing: spikes are looked for in the probe's mean loss")
+    trace = read_trace(run_dir)
+    if trace.incomplete:
+        warn("the trace ends in a partial row (a run cut short); it was left out")
+    keys = view.keys()
+    by = args.by or usable_groupings(view, keys)
+    series = args.series if metrics is not None else "probe"
+    report = find_events(metrics, trace.losses, trace.steps, keys, by=by, detector=args.detector, series=series,
+                         z=args.z, n_probe_events=args.top, top_groups=args.top, n_pairs=args.top,
+                         window=parse_steps(args.steps), min_size=args.min_size)
+    label = view.key_label
+    if args.json:
+        for note in report.notes:
+            warn(note)
+        print(events_json_text(report, view.describe, indent=1))
+    else:
+        console.print(f"[bold]{run_dir}[/]: {trace.n_records} trace records x {trace.n_examples:,} probe examples, "
+                      f"{len(metrics or [])} logged steps", highlight=False, soft_wrap=True)
+        render_events(report, view.describe, label, console=console, by=report.by[0])
+    return 0
+
+
+def replay(args: argparse.Namespace, view, console) -> int:
+    import json
+
+    from lmprobe.events.replay import replay_spike
+    from lmprobe.report.events_table import render_replay
+
+    result = replay_spike(view.run_dir, args.replay, window=args.window, progress=stderr_progress("replaying"))
+    if args.json:
+        from lmprobe.report.events_table import _clean
+
+        for note in result.notes:
+            warn(note)
+        print(json.dumps(_clean(result.to_dict()), indent=1))
+    else:
+        render_replay(result, console=console)
+    return 0
