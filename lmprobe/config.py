@@ -55,6 +55,11 @@ class TrainConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int | None = None  # None keeps all (mining reads their neighbours)
     seed: int = 0
+    # how the training step runs (the trace, evaluation and sharpness always run in fp32, uncompiled):
+    # autocast precision, unless the launch set one (`accelerate launch --mixed_precision bf16` wins)
+    precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16", "fp16")})
+    compile: bool = False  # torch.compile the training forward (the first steps pay for compilation)
+    peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None: a table of known GPUs (none on CPU)
 
 
 @dataclass
@@ -81,7 +86,7 @@ class SharpnessConfig:
     max_iter: int = 20
     tol: float = 1e-3  # relative error certified by the residual
     follow_above: float | None = None  # also follow every eigenvalue above this fraction of the threshold (0.75: 1.5/lr)
-    alignment: bool = True  # per probe example, d loss / d(top eigenvector) into run_dir/alignment (~2-3 trace rows per measurement)
+    alignment: bool = True  # per probe example, d loss / d(top eigenvector) into run_dir/alignment (costs about 5 trace rows per measurement)
 
 
 C = TypeVar("C")

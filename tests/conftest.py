@@ -8,6 +8,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One thread everywhere, in this process and in the training subprocesses the tests start: tiny
+# models run fastest on one thread, and runs compared bit for bit (resume, fallback) must reduce
+# floats in the same order whichever test happened to create the shared fixture runs.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_STEPS = 16
 TINY_DOCUMENTS = 60
@@ -18,6 +22,42 @@ optim: {{name: adamw, lr: 3.0e-3, warmup_steps: 2}}
 train: {{steps: {TINY_STEPS}, batch_size: 8, log_every: 2, eval_every: 8, eval_batches: 2, checkpoint_every: 4}}
 trace: {{every: 2, n_sequences: 6, batch_size: 4}}
 """
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def accelerate_two_processes(*args: str, timeout: int = 300):
+    """`accelerate launch ARGS` on 2 CPU processes (gloo), as DESIGN.md prescribes, on a free port
+    (a fixed one can still be held by the previous launch); fails with its stderr."""
+    import subprocess
+    import sys
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def launch_two_processes(script: Path, *args: str) -> None:
+    accelerate_two_processes(str(script), *args)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _single_thread_session():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import yaml
 from lmprobe.analysis.view_base import RunViewBase
 from lmprobe.cli import main as lmprobe_main
 from lmprobe.domain import Domain, domain_of, get_domain, open_view, register_domain, view_probe_losses
-from lmprobe.errors import LmprobeError
 from lmprobe.run import locate
 from lmprobe.trace import read_trace
 from lmprobe.train.checkpoint import read_info

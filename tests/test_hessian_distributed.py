@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests.conftest import accelerate_two_processes
 
 SCRIPT = Path(__file__).parent / "hessian_scripts" / "two_process_sharpness.py"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _single_process_result() -> dict:
@@ -38,21 +29,7 @@ def _single_process_result() -> dict:
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     output = tmp_path / "two_process.json"
-    env = dict(
-        os.environ,
-        ACCELERATE_USE_CPU="true",
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    )
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        str(SCRIPT), str(output),
-    ]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    accelerate_two_processes(str(SCRIPT), str(output), timeout=180)
     two = json.loads(output.read_text())
     one = _single_process_result()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from lmprobe.cli import main
 from lmprobe.suites import hub_series, local_series, read_record
 from lmprobe.trace import read_trace
+from tests.conftest import accelerate_two_processes
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = (100, 200, 300)
@@ -257,23 +257,10 @@ def test_steps_from_names_order_or_flag(checkpoints):
         local_series([checkpoints[0].parent / "missing"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_write_the_same_trace(built, checkpoints, tiny_corpus, tmp_path):
-    env = dict(os.environ, ACCELERATE_USE_CPU="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     out = tmp_path / "two"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(_free_port()), "-m", "lmprobe.cli", "suite",
-               *suite_args(checkpoints, out, tiny_corpus)]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    accelerate_two_processes("-m", "lmprobe.cli", "suite", *suite_args(checkpoints, out, tiny_corpus))
     assert (out / "trace" / "steps.bin").read_bytes() == (built / "trace" / "steps.bin").read_bytes()
     import torch
 

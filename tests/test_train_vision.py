@@ -18,8 +18,9 @@ from lmprobe.domain import open_view, view_probe_losses
 from lmprobe.trace import read_trace
 from lmprobe.train.checkpoint import list_checkpoints, read_info
 from lmprobe.train.launch import main as launch_main
+from lmprobe.train.loop import MEASURED_KEYS
 from lmprobe.train.metrics_log import read_metrics
-from tests.conftest import TINY_VISION_STEPS
+from tests.conftest import TINY_VISION_STEPS, launch_two_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_VISION = ROOT / "cli" / "train_vision.py"
@@ -30,7 +31,7 @@ def main(argv: list[str]) -> int:
     return launch_main(argv, domain="vision")
 
 
-MEASURED = ("images_per_s", "hessian_seconds", "hessian_products", "sharpness", "sharpness_error_bound")
+MEASURED = (*MEASURED_KEYS, "hessian_seconds", "hessian_products", "sharpness", "sharpness_error_bound")
 
 
 def without_timings(records: list[dict]) -> list[dict]:
@@ -124,13 +125,8 @@ def test_sigkill_then_resume_gives_the_same_trace_and_metrics(tiny_vision_config
 
 @pytest.mark.slow
 def test_two_processes_give_the_same_trace_and_sharpness_as_one(tiny_vision_config, tiny_vision_run, tmp_path):
-    accelerate = Path(sys.executable).with_name("accelerate")
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_VISION),
-           "--config", str(tiny_vision_config), "--name", "two", "--no-progress", f"out_dir={tmp_path}"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    launch_two_processes(TRAIN_VISION, "--config", str(tiny_vision_config), "--name", "two", "--no-progress",
+                         f"out_dir={tmp_path}")
     two, one = read_trace(tmp_path / "two"), read_trace(tiny_vision_run)
     np.testing.assert_allclose(np.asarray(two.losses), np.asarray(one.losses), rtol=1e-4, atol=1e-4)
     s2 = [m["sharpness"] for m in read_metrics(tmp_path / "two" / "metrics.jsonl") if "sharpness" in m]

@@ -5,6 +5,8 @@ Each document is tokenised and followed by EOS; documents are split into train a
 split's documents are concatenated in that permuted order and cut into blocks of block_size
 (the remainder is dropped). Tokenisation, the slow part, is cached on disk keyed by the source's
 content and the tokenizer's content; the split and the packing are cheap and redone every call.
+Everything here lives in RAM (int32); lmprobe.data.store gives the same blocks memory-mapped from
+disk for corpora that do not fit (data.storage=mmap).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ _BATCH_CHARACTERS = 1_000_000  # small batches keep a token cap from encoding fa
 class PackedData:
     """Train/validation token blocks plus what a run needs to report about them."""
 
-    train: np.ndarray  # int32 [n_train_blocks, block_size]
-    val: np.ndarray  # int32 [n_val_blocks, block_size]
+    train: np.ndarray  # [n_train_blocks, block_size]: int32 in memory, or uint16/uint32 memory-mapped (store)
+    val: np.ndarray  # [n_val_blocks, block_size], as train
     vocab_size: int
     n_train_tokens: int  # tokens in train blocks (train.size)
     n_val_tokens: int
@@ -69,7 +71,7 @@ def prepare_lm_data(
     cut); it is required for streaming sources such as "openwebtext".
     """
     source = os.fspath(source)
-    _check_arguments(source, block_size, val_fraction, max_tokens)
+    check_arguments(source, block_size, val_fraction, max_tokens)
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         raise LmprobeError("the tokenizer has no EOS token; documents need one as a separator.")
@@ -77,20 +79,12 @@ def prepare_lm_data(
     tokens, offsets = tokenize_source(source, tokenizer, max_tokens=max_tokens, cache_dir=cache_dir)
     n_docs = len(offsets) - 1
     if n_docs < 2:
-        raise LmprobeError(
-            f"data source {source!r} has {n_docs} document; the train/validation split is by document, "
-            f"so it needs at least 2 (separate documents in a .txt file with {'<|endoftext|>'!r} lines, "
-            "or use a .jsonl file or a folder)."
-        )
+        raise single_document_error(source, n_docs)
     train_docs, val_docs = split_documents(n_docs, val_fraction, seed)
     train_stream = _gather(tokens, offsets, train_docs)
     val_stream = _gather(tokens, offsets, val_docs)
     if len(train_stream) < block_size or len(val_stream) < block_size:
-        raise LmprobeError(
-            f"data source {source!r} is too small: {len(tokens)} tokens in {n_docs} documents gave "
-            f"{len(train_stream)} train and {len(val_stream)} validation tokens, but block_size={block_size} "
-            f"needs at least {block_size} in each; use more text, a smaller block_size or another val_fraction."
-        )
+        raise too_small_error(source, len(tokens), n_docs, len(train_stream), len(val_stream), block_size)
     train = pack_blocks(train_stream, block_size)
     val = pack_blocks(val_stream, block_size)
     vocab_size = len(tokenizer)
@@ -225,14 +219,33 @@ def _encode_batch(batch: list[str], tokenizer: PreTrainedTokenizerBase, backend)
     return tokenizer(batch, add_special_tokens=False)["input_ids"]
 
 
-def _check_arguments(source: str, block_size: int, val_fraction: float, max_tokens: int | None) -> None:
+def check_arguments(source: str, block_size: int, val_fraction: float, max_tokens: int | None,
+                    require_cap: bool = True) -> None:
+    """One-line errors for bad settings; `require_cap`: a streamed source needs max_tokens (in memory)."""
     if not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise LmprobeError(f"block_size must be a positive integer, got {block_size!r}.")
     if not 0.0 < val_fraction < 1.0:
         raise LmprobeError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}.")
     if max_tokens is not None and max_tokens < 1:
         raise LmprobeError(f"max_tokens must be a positive integer or None, got {max_tokens!r}.")
-    if max_tokens is None and is_streaming(source):
+    if require_cap and max_tokens is None and is_streaming(source):
         raise LmprobeError(
-            f"data source {source!r} is streamed and unbounded: set max_tokens (data.max_tokens) to cap it."
+            f"data source {source!r} is streamed and unbounded: set max_tokens (data.max_tokens) to cap it, "
+            "or use the on-disk token store (data.storage=mmap)."
         )
+
+
+def single_document_error(source: str, n_docs: int) -> LmprobeError:
+    return LmprobeError(
+        f"data source {source!r} has {n_docs} document; the train/validation split is by document, "
+        f"so it needs at least 2 (separate documents in a .txt file with {'<|endoftext|>'!r} lines, "
+        "or use a .jsonl file or a folder)."
+    )
+
+
+def too_small_error(source: str, n_tokens: int, n_docs: int, n_train: int, n_val: int, block_size: int) -> LmprobeError:
+    return LmprobeError(
+        f"data source {source!r} is too small: {n_tokens} tokens in {n_docs} documents gave "
+        f"{n_train} train and {n_val} validation tokens, but block_size={block_size} "
+        f"needs at least {block_size} in each; use more text, a smaller block_size or another val_fraction."
+    )

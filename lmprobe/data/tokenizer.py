@@ -13,6 +13,7 @@ import json
 import os
 import re
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,11 +54,31 @@ def load_tokenizer(
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
-    """A content hash of the tokenisation pipeline (vocabulary, merges, special tokens)."""
+    """A content hash of the tokenisation pipeline (vocabulary, merges, special tokens).
+
+    Remembered per tokenizer object (and its size, which adding tokens changes): GPT-2's pipeline
+    is a 3.5 MB JSON text, hashed once instead of at every cache lookup.
+    """
+    state = (len(tokenizer), tokenizer.eos_token_id)
+    try:
+        remembered = _FINGERPRINTS.get(tokenizer)
+    except TypeError:  # not weak-referenceable or not hashable
+        remembered = None
+    if remembered is not None and remembered[0] == state:
+        return remembered[1]
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        return fingerprint({"backend": backend.to_str(), "eos": tokenizer.eos_token_id})
-    return fingerprint({"class": type(tokenizer).__name__, "path": tokenizer.name_or_path, "n": len(tokenizer)})
+        digest = fingerprint({"backend": backend.to_str(), "eos": tokenizer.eos_token_id})
+    else:
+        digest = fingerprint({"class": type(tokenizer).__name__, "path": tokenizer.name_or_path, "n": len(tokenizer)})
+    try:
+        _FINGERPRINTS[tokenizer] = (state, digest)
+    except TypeError:
+        pass
+    return digest
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def single_token_violations(tokenizer: PreTrainedTokenizerFast) -> list[str]:

@@ -16,6 +16,8 @@ class ModelConfig:
     n_embd: int = 128
     dropout: float = 0.0
     init_from: str | None = None  # a save_pretrained folder (ours or any GPT-2) to start from
+    # attention kernel of the training forward; Hessian products always use the math SDPA kernel
+    attn_implementation: str = field(default="sdpa", metadata={"choices": ("sdpa", "eager", "flash_attention_2")})
 
 
 @dataclass
@@ -26,8 +28,12 @@ class DataConfig:
     tokenizer: str = "bpe-8192"  # "gpt2", "bpe-<N>" (trained on the source), or a folder
     block_size: int = 128
     val_fraction: float = 0.05
-    max_tokens: int | None = None  # cap on tokens read (needed for streamed corpora)
+    max_tokens: int | None = None  # cap on tokens read (needed for streamed corpora held in memory)
     cache_dir: str | None = None  # default: $LMPROBE_CACHE or ~/.cache/lmprobe
+    # "memory": int32 tokens in RAM; "mmap": tokenised once into uint16/uint32 files in the cache and
+    # memory-mapped (flat memory at any corpus size; the same blocks)
+    storage: str = field(default="memory", metadata={"choices": ("memory", "mmap")})
+    num_proc: int | None = None  # processes tokenising into the mmap store (None: the CPUs, at most 8)
 
 
 @dataclass

@@ -16,13 +16,28 @@ from lmprobe.lm.losses import lm_loss, token_losses
 from lmprobe.lm.probe import TextProbe
 
 
+def check_attn_implementation(name: str) -> str:
+    """The attention kernel, or a one-line error when it cannot run here (flash-attn missing)."""
+    if name == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise LmprobeError("model.attn_implementation=flash_attention_2 needs the flash-attn package "
+                               "(pip install flash-attn, CUDA only); use sdpa (the default) or eager")
+        if not torch.cuda.is_available():
+            raise LmprobeError("model.attn_implementation=flash_attention_2 runs on CUDA GPUs only; "
+                               "use sdpa (the default) or eager")
+    return name
+
+
 def build_gpt2(cfg: ModelConfig, vocab_size: int, block_size: int, eos_id: int | None) -> GPT2LMHeadModel:
     """A GPT-2 from its config, or `cfg.init_from` (a local save_pretrained folder)."""
+    attn = check_attn_implementation(getattr(cfg, "attn_implementation", "sdpa"))
     if cfg.init_from:
         path = Path(cfg.init_from)
         if not (path / "config.json").is_file():
             raise LmprobeError(f"model.init_from={path} is not a save_pretrained folder (no config.json)")
-        model = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)
+        model = GPT2LMHeadModel.from_pretrained(path, local_files_only=True, attn_implementation=attn)
         if model.config.n_positions < block_size:
             raise LmprobeError(
                 f"model.init_from has {model.config.n_positions} positions but data.block_size={block_size}; "
@@ -45,8 +60,22 @@ def build_gpt2(cfg: ModelConfig, vocab_size: int, block_size: int, eos_id: int |
         # transformers' six-op "gelu_new" composite (same function, fewer saved activations)
         activation_function="gelu_pytorch_tanh",
         use_cache=False,  # training and probing never decode: no key/value cache to build
+        attn_implementation=attn,
     )
     return GPT2LMHeadModel(config)
+
+
+def gpt2_flops_per_token(model: GPT2LMHeadModel, block_size: int) -> float:
+    """Training FLOPs per token as nanoGPT (PaLM appendix B) estimates them: 6N + 12 L H Q T.
+
+    N counts the parameters once (tied embedding and head are one matrix) without the position
+    embedding; L layers, H heads of width Q, context T. Forward + backward, no recomputation.
+    """
+    config = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    n_params -= model.transformer.wpe.weight.numel()
+    head_dim = config.n_embd // config.n_head
+    return 6.0 * n_params + 12.0 * config.n_layer * config.n_head * head_dim * block_size
 
 
 def publishable_tokenizer(tokenizer, n_positions: int):
@@ -94,17 +123,19 @@ class LMTask:
     unit = "tokens"
 
     def __init__(self, cfg: LMConfig):
-        from lmprobe.data import load_tokenizer, prepare_lm_data
+        from lmprobe.data import load_tokenizer, open_token_store, prepare_lm_data
 
         self.model_cfg, self.data_cfg = cfg.model, cfg.data
         self.tokenizer = load_tokenizer(
             cfg.data.tokenizer, source=cfg.data.source, cache_dir=cfg.data.cache_dir
         )
-        self.data = prepare_lm_data(
-            cfg.data.source, self.tokenizer, block_size=cfg.data.block_size,
-            val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, max_tokens=cfg.data.max_tokens,
-            cache_dir=cfg.data.cache_dir,
-        )
+        check_attn_implementation(cfg.model.attn_implementation)  # before any slow tokenisation
+        settings = dict(block_size=cfg.data.block_size, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed,
+                        max_tokens=cfg.data.max_tokens, cache_dir=cfg.data.cache_dir)
+        if cfg.data.storage == "mmap":
+            self.data = open_token_store(cfg.data.source, self.tokenizer, num_proc=cfg.data.num_proc, **settings)
+        else:
+            self.data = prepare_lm_data(cfg.data.source, self.tokenizer, **settings)
         self.probe = TextProbe.choose(self.data.val, cfg.trace.n_sequences, cfg.trace.positions_per_sequence,
                                       cfg.train.seed, tokenizer=self.tokenizer)
 
@@ -114,7 +145,8 @@ class LMTask:
                           self.tokenizer.eos_token_id)
 
     def load_model(self, folder: Path) -> nn.Module:
-        model = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True)
+        model = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True,
+                                                attn_implementation=self.model_cfg.attn_implementation)
         model.config.use_cache = False  # saved true for generation; training never decodes
         return model
 
@@ -136,6 +168,10 @@ class LMTask:
 
     def units_per_example(self) -> int:
         return self.data_cfg.block_size
+
+    def flops_per_example(self, model: nn.Module) -> float:
+        """Training FLOPs of one block (forward + backward), for MFU: 6N + 12 L H Q T per token x T."""
+        return gpt2_flops_per_token(model, self.data_cfg.block_size) * self.data_cfg.block_size
 
     def train_batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         return {"input_ids": torch.from_numpy(self.data.train[indices].astype(np.int64))}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -47,8 +48,8 @@ def parse_args(argv: list[str] | None, domain: Domain, default_config: Path | No
 def main(argv: list[str] | None = None, *, domain: str, default_config: Path | None = None) -> int:
     chosen = get_domain(domain)
     args = parse_args(argv, chosen, default_config)
-    from accelerate import Accelerator
-    from accelerate.utils import broadcast_object_list
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list, parse_flag_from_env
     from rich.console import Console
 
     from lmprobe.cli import quiet_libraries
@@ -56,12 +57,14 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
 
     quiet_libraries()
     console = Console(stderr=True)
-    accelerator = Accelerator()
+    # the processes now; the Accelerator once the config (its precision) is known
+    accelerator = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     try:
         stamp = broadcast_object_list([timestamp()])[0] if accelerator.num_processes > 1 else timestamp()
         request = RunRequest(args.config, args.overrides, args.name, args.resume,
                              allow_config_change=args.allow_config_change, default_config=default_config)
         run = resolve_run(chosen.config_class, request, stamp)
+        accelerator = make_accelerator(run.config)
         accelerator.wait_for_everyone()
         summary = train(chosen, run.config, run.run_dir, run.resume, accelerator, console,
                         show_progress=not args.no_progress, changed=run.changed)
@@ -81,6 +84,39 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
         print_summary(console, run.run_dir, summary, chosen.summary_keys)
     accelerator.end_training()
     return 0
+
+
+#: train.precision -> Accelerate's mixed_precision
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def launch_precision() -> str:
+    """The mixed precision the launch asked for (`accelerate launch --mixed_precision`, or its
+    config file); "no" when it asked for none."""
+    return os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() or "no"
+
+
+def make_accelerator(cfg):
+    """An Accelerator in the run's precision: train.precision, unless the launch set a mixed
+    precision (then the launch wins; launches.jsonl records which)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    launched = launch_precision()
+    wanted = launched if launched != "no" else PRECISIONS[getattr(cfg.train, "precision", "fp32")]
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, wanted):
+        AcceleratorState._reset_state()  # an earlier run in this process (tests, notebooks) chose another
+    try:
+        accelerator = Accelerator(mixed_precision=wanted)
+    except ValueError as exc:
+        reason = (str(exc).strip().splitlines() or ["unsupported"])[0][:160]
+        raise LmprobeError(f"mixed precision {wanted!r} cannot run here ({reason}); "
+                           f"set train.precision=bf16 or fp32") from None
+    if wanted == "fp16" and accelerator.device.type == "cpu":  # Accelerate would silently train in fp32
+        raise LmprobeError("mixed precision 'fp16' needs a GPU (this process runs on the CPU); "
+                           "set train.precision=bf16 or fp32")
+    return accelerator
 
 
 def train(domain: Domain, cfg, run_dir: Path, resume: bool, accelerator, console, show_progress=True,
@@ -109,7 +145,7 @@ def train(domain: Domain, cfg, run_dir: Path, resume: bool, accelerator, console
                 save_config_atomic(cfg, run_dir / CONFIG_FILE)
                 found = list_checkpoints(run_dir)
                 record_config_change(run_dir, changed, found[-1][0] if found else None)
-            record_launch(run_dir, accelerator, resume)
+            record_launch(run_dir, accelerator, resume, cfg)
         accelerator.wait_for_everyone()
         trainer = Trainer(task, LoopConfig(cfg.optim, cfg.train, cfg.trace, cfg.sharpness), run_dir,
                           accelerator, console, show_progress=show_progress)
@@ -188,18 +224,35 @@ def check_same_data(run_dir: Path, summary: dict) -> None:
                            f"resume with the data it was trained on, or start a new run")
 
 
-def record_launch(run_dir: Path, accelerator, resume: bool) -> None:
-    """One line per launch: the Accelerate settings and library versions the run trained under."""
+def record_launch(run_dir: Path, accelerator, resume: bool, cfg=None) -> None:
+    """One line per launch: the Accelerate settings, how the training step runs (precision and
+    where it came from, compile, attention kernel, peak FLOP/s for MFU) and library versions."""
     import accelerate
     import torch
 
+    from lmprobe.train.throughput import device_name, peak_flops
+
     state = accelerator.state
+    dynamo = str(getattr(state, "dynamo_plugin", None) and state.dynamo_plugin.backend)
     line = {
         "time": timestamp(), "resume": resume, "num_processes": accelerator.num_processes,
         "distributed_type": str(state.distributed_type), "mixed_precision": str(accelerator.mixed_precision),
-        "dynamo_backend": str(getattr(state, "dynamo_plugin", None) and state.dynamo_plugin.backend),
+        "dynamo_backend": dynamo,
         "device": str(accelerator.device), "torch": torch.__version__, "accelerate": accelerate.__version__,
     }
+    train_cfg = getattr(cfg, "train", None)
+    if train_cfg is not None:
+        precision = getattr(train_cfg, "precision", "fp32")
+        launched = dynamo not in ("None", "NO")
+        line.update({
+            "precision": precision,
+            "precision_from": "config" if PRECISIONS[precision] == str(accelerator.mixed_precision) else "launch",
+            "compile": bool(getattr(train_cfg, "compile", False)) or launched,
+            "compile_from": "launch" if launched else ("config" if getattr(train_cfg, "compile", False) else None),
+            "attn_implementation": getattr(getattr(cfg, "model", None), "attn_implementation", None),
+            "device_name": device_name(accelerator.device),
+            "peak_flops": peak_flops(accelerator.device, getattr(train_cfg, "peak_flops", None)),
+        })
     with open(run_dir / LAUNCHES_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
 

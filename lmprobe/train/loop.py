@@ -32,6 +32,10 @@ from lmprobe.train.metrics_log import MetricsLog
 from lmprobe.train.optim import build_optimizer, learning_rate, set_learning_rate
 from lmprobe.train.sampler import StepSampler, shard
 from lmprobe.train.task import Task
+from lmprobe.train.throughput import mfu, peak_flops, peak_memory_mb
+
+#: per-step measurements that differ between identical runs (timings, memory): not part of a run's trajectory
+MEASURED_KEYS = ("tokens_per_s", "images_per_s", "mfu", "peak_memory_mb")
 
 
 @dataclass
@@ -81,6 +85,10 @@ class Trainer:
             model = self.task.build_model()
         optimizer = build_optimizer(model, self.cfg.optim)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        self.train_model = compiled(self.model, self.acc) if getattr(self.cfg.train, "compile", False) else self.model
+        flops = getattr(self.task, "flops_per_example", None)
+        self.flops_per_example = flops(self.acc.unwrap_model(self.model)) if callable(flops) else None
+        self.peak_flops = peak_flops(self.acc.device, getattr(self.cfg.train, "peak_flops", None))
         if state is not None:
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -175,13 +183,14 @@ class Trainer:
                 if self._due(step, tcfg.log_every) or step == total:
                     rate = units_since / max(train_seconds, 1e-9)
                     record.update(loss=loss, lr=lr, grad_norm=grad_norm, update_norm=update_norm,
-                                  **{f"{self.task.unit}_per_s": rate})
+                                  **{f"{self.task.unit}_per_s": rate}, **self._hardware(rate))
                     train_seconds, units_since = 0.0, 0
                     progress.update(bar, loss=loss, lr=lr, rate=rate)
                 if self._due(step, tcfg.eval_every) or step == total:
                     record.update(self.evaluate())
                 if self._due(step, self.cfg.sharpness.every) and self.sharpness_fn is not None:
-                    record.update(self.sharpness_fn(self.acc.unwrap_model(self.model), step, lr))
+                    with measured(self.acc.unwrap_model(self.model), hessian=True) as model:
+                        record.update(self.sharpness_fn(model, step, lr))
                 if record:
                     last.update(record, step=step)
                     if self.acc.is_main_process:
@@ -208,7 +217,7 @@ class Trainer:
             last = micro == self.n_micro - 1
             sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
             with sync:
-                loss = self.task.loss(self.model, batch)
+                loss = self.task.loss(self.train_model, batch)
                 self.acc.backward(loss / self.n_micro)
             total += loss.detach().double()
         mean = self.acc.reduce(total / self.n_micro, reduction="mean")
@@ -234,18 +243,30 @@ class Trainer:
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.acc.device) for k, v in batch.items()}
 
+    def _hardware(self, units_per_s: float) -> dict[str, float]:
+        """MFU (when the Task estimates FLOPs and the device's peak is known) and peak memory."""
+        out: dict[str, float] = {}
+        examples_per_s = units_per_s / max(self.task.units_per_example(), 1)
+        utilisation = mfu(examples_per_s, self.flops_per_example, self.peak_flops, self.acc.num_processes)
+        if utilisation is not None:
+            out["mfu"] = utilisation
+        memory = peak_memory_mb(self.acc.device)
+        if memory is not None:
+            out["peak_memory_mb"] = memory
+        return out
+
     # ------------------------------------------------------------------ evaluation
     @torch.inference_mode()
     def _sharded_losses(self, n_batches: int, batch_fn: Callable[[int], dict], loss_fn) -> np.ndarray | None:
         """Evaluate batches round-robin over processes; the main process gets them in order."""
-        model = self.acc.unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
-        mine = []
-        for b in range(self.acc.process_index, n_batches, self.acc.num_processes):
-            losses = loss_fn(model, self._to_device(batch_fn(b)))
-            mine.append((b, losses.float().cpu().numpy().ravel()))
-        model.train(was_training)
+        with measured(self.acc.unwrap_model(self.model)) as model:
+            was_training = model.training
+            model.eval()
+            mine = []
+            for b in range(self.acc.process_index, n_batches, self.acc.num_processes):
+                losses = loss_fn(model, self._to_device(batch_fn(b)))
+                mine.append((b, losses.float().cpu().numpy().ravel()))
+            model.train(was_training)
         gathered = gather_object(mine) if self.acc.num_processes > 1 else mine
         if not self.acc.is_main_process:
             return None
@@ -421,6 +442,39 @@ def restore_rng(state: Any) -> None:
         saved = state["cuda"]
         if len(saved) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(saved)
+
+
+def compiled(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
+    """torch.compile of the prepared model, used for the training forward only: the trace,
+    evaluation and Hessian products run the uncompiled module (double backward through a
+    compiled graph is not supported). A launch that compiles already (--dynamo_backend) wins."""
+    plugin = getattr(accelerator.state, "dynamo_plugin", None)
+    if plugin is not None and str(plugin.backend).upper() not in ("NO", "DYNAMOBACKEND.NO"):
+        return model
+    return torch.compile(model)
+
+
+@contextlib.contextmanager
+def measured(model: torch.nn.Module, hessian: bool = False):
+    """The unwrapped model as measurements see it: fp32 (without the autocast wrapper a
+    mixed-precision Accelerator puts on forward) and, for Hessian products, an attention kernel
+    with a double backward (flash_attention_2 -> sdpa, whose math kernel the Hessian code selects)."""
+    original = model.__dict__.get("_original_forward")
+    wrapped = model.__dict__.get("forward")
+    config = getattr(model, "config", None)
+    attn = getattr(config, "_attn_implementation", None)
+    switch = hessian and attn == "flash_attention_2" and hasattr(model, "set_attn_implementation")
+    try:
+        if original is not None and wrapped is not None:
+            model.forward = original
+        if switch:
+            model.set_attn_implementation("sdpa")
+        yield model
+    finally:
+        if switch:
+            model.set_attn_implementation(attn)
+        if original is not None and wrapped is not None:
+            model.forward = wrapped
 
 
 def full_batch_micro(n_train: int, cfg: LoopConfig) -> int:

@@ -86,6 +86,9 @@ class Task(Protocol):
     def data_summary(self) -> dict[str, Any]:
         """Facts about the data worth recording in run_dir/data.json (sizes, entropy, classes)."""
 
+    # optional: `flops_per_example(model) -> float | None`, training FLOPs of one example
+    # (forward + backward), for the MFU the loop logs; a task without it logs no MFU
+
 
 @torch.inference_mode()
 def probe_row(probe: ProbeSet, model: nn.Module, batch_size: int, device: torch.device | str = "cpu") -> np.ndarray:
