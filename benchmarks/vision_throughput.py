@@ -8,9 +8,8 @@ medians, so drift in machine load hits every contender alike.
 
 Contenders (CONTENDERS): "wrapper" = vision.models.build_model + logits + cross-entropy;
 "plain" = the same network written inline here, loaded with the wrapper's weights (checked:
-identical logits), called directly. HOOK: to time a step through lmprobe's Trainer, add a
-factory `make(arch_spec, x, y, args) -> step(kind)` to CONTENDERS (e.g. "trainer") that
-builds a VisionTask/Trainer on the same images and runs one train step per call.
+identical logits), called directly; "trainer" = one step through lmprobe's Trainer on a
+VisionTask with images of the same shape and count. Figures in BENCHMARKS.md.
 
     python benchmarks/vision_throughput.py [--archs mlp,cnn] [--rounds 5] [--steps 3]
 """
