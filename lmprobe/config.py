@@ -60,6 +60,7 @@ class TrainConfig:
     precision: str = field(default="fp32", metadata={"choices": ("fp32", "bf16", "fp16")})
     compile: bool = False  # torch.compile the training forward (the first steps pay for compilation)
     peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None: a table of known GPUs (none on CPU)
+    report_to: str | None = None  # also log metrics to trackers through Accelerate: tensorboard, trackio, wandb (comma-separated)
 
 
 @dataclass

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
         request = RunRequest(args.config, args.overrides, args.name, args.resume,
                              allow_config_change=args.allow_config_change, default_config=default_config)
         run = resolve_run(chosen.config_class, request, stamp)
-        accelerator = make_accelerator(run.config)
+        accelerator = make_accelerator(run.config, run.run_dir)
         accelerator.wait_for_everyone()
         summary = train(chosen, run.config, run.run_dir, run.resume, accelerator, console,
                         show_progress=not args.no_progress, changed=run.changed)
@@ -96,9 +96,27 @@ def launch_precision() -> str:
     return os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() or "no"
 
 
-def make_accelerator(cfg):
+TRACKERS = ("tensorboard", "trackio", "wandb")
+
+
+def trackers_of(cfg) -> list[str]:
+    """train.report_to as a list of Accelerate tracker names, each checked to be installed."""
+    from accelerate.utils import imports
+
+    names = [n.strip() for n in (getattr(cfg.train, "report_to", None) or "").split(",") if n.strip()]
+    for name in names:
+        if name not in TRACKERS:
+            raise LmprobeError(f"train.report_to names {name!r}; use {', '.join(TRACKERS)} (comma-separated)")
+        if not getattr(imports, f"is_{name}_available")():
+            package = "tensorboardX (or tensorboard)" if name == "tensorboard" else name
+            raise LmprobeError(f"train.report_to={name} needs {package}: pip install {package.split()[0]}")
+    return names
+
+
+def make_accelerator(cfg, run_dir: Path | None = None):
     """An Accelerator in the run's precision: train.precision, unless the launch set a mixed
-    precision (then the launch wins; launches.jsonl records which)."""
+    precision (then the launch wins; launches.jsonl records which); with train.report_to, with
+    Accelerate's trackers writing under run_dir/trackers."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -108,7 +126,9 @@ def make_accelerator(cfg):
     if state and state.get("_mixed_precision") not in (None, wanted):
         AcceleratorState._reset_state()  # an earlier run in this process (tests, notebooks) chose another
     try:
-        accelerator = Accelerator(mixed_precision=wanted)
+        trackers = trackers_of(cfg)
+        accelerator = Accelerator(mixed_precision=wanted, log_with=trackers or None,
+                                  project_dir=str(run_dir / "trackers") if trackers and run_dir else None)
     except ValueError as exc:
         reason = (str(exc).strip().splitlines() or ["unsupported"])[0][:160]
         raise LmprobeError(f"mixed precision {wanted!r} cannot run here ({reason}); "
@@ -147,6 +167,8 @@ def train(domain: Domain, cfg, run_dir: Path, resume: bool, accelerator, console
                 record_config_change(run_dir, changed, found[-1][0] if found else None)
             record_launch(run_dir, accelerator, resume, cfg)
         accelerator.wait_for_everyone()
+        if trackers_of(cfg):
+            accelerator.init_trackers(run_dir.name, config=flat_config(to_dict(cfg)))
         trainer = Trainer(task, LoopConfig(cfg.optim, cfg.train, cfg.trace, cfg.sharpness), run_dir,
                           accelerator, console, show_progress=show_progress)
         trainer.run_config = to_dict(cfg)
@@ -164,6 +186,17 @@ def train(domain: Domain, cfg, run_dir: Path, resume: bool, accelerator, console
         lock.release()
     summary.update({k: v for k, v in task.data_summary().items() if k in domain.summary_keys})
     return summary
+
+
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 3e-3}} -> {"optim.lr": 3e-3}, with None as "null": the scalars trackers take."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = "null" if value is None else value
+    return flat
 
 
 def _claim(run_dir: Path, resume: bool, accelerator) -> RunLock:

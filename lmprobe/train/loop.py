@@ -195,6 +195,9 @@ class Trainer:
                     last.update(record, step=step)
                     if self.acc.is_main_process:
                         self.metrics.write({"step": step, **record})
+                    if self.acc.trackers:  # train.report_to: the same numbers, to TensorBoard & co
+                        self.acc.log({k: v for k, v in record.items()
+                                      if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=step)
                 if self._due(step, tcfg.checkpoint_every) or step == total:
                     self.save(step)
                 progress.update(bar, completed=step)
