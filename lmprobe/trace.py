@@ -52,7 +52,7 @@ class TraceWriter:
         meta_path = self.dir / "meta.json"
         meta = {"n_examples": n_examples, "dtype": np.dtype(dtype).name}
         if meta_path.exists():
-            found = json.loads(meta_path.read_text())
+            found = read_meta(meta_path)
             if found != meta:
                 raise LmprobeError(f"trace in {self.dir} was written as {found}, not {meta}")
         else:
@@ -96,7 +96,23 @@ def _read_steps(path: Path) -> np.ndarray:
 
 def has_trace(run_dir: str | Path) -> bool:
     trace_dir = Path(run_dir) / "trace"
-    return (trace_dir / "meta.json").is_file() and (trace_dir / "steps.bin").stat().st_size > 0
+    steps = trace_dir / "steps.bin"
+    return (trace_dir / "meta.json").is_file() and steps.is_file() and steps.stat().st_size > 0
+
+
+def read_meta(meta_path: Path) -> dict:
+    """trace/meta.json, or a one-line error when it is damaged (the rows cannot be read without it)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        int(meta["n_examples"])
+        np.dtype(meta["dtype"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise LmprobeError(
+            f"{meta_path} is damaged (it must say n_examples and dtype, e.g. "
+            '{"n_examples": 12192, "dtype": "float32"}); restore it, or delete the trace folder to replay '
+            "the run's checkpoints instead"
+        ) from None
+    return meta
 
 
 def read_trace(run_dir: str | Path) -> Trace:
@@ -110,7 +126,7 @@ def read_trace_dir(trace_dir: str | Path) -> Trace:
     """Memory-map the complete rows of a trace folder (meta.json, losses.bin, steps.bin)."""
     trace_dir = Path(trace_dir)
     meta_path = trace_dir / "meta.json"
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(meta_path)
     n, dtype = int(meta["n_examples"]), np.dtype(meta["dtype"]).newbyteorder("<")
     steps_path, losses_path = trace_dir / "steps.bin", trace_dir / "losses.bin"
     steps = _read_steps(steps_path)

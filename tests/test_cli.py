@@ -195,3 +195,12 @@ def test_examples_on_a_text_run(tiny_run, tmp_path, capsys):
     table = datasets.Dataset.from_parquet(str(tmp_path / "examples.parquet"))
     assert len(table) == 186 and {"target", "feature", "forgetting_events", "aoa_step"} <= set(table.column_names)
     assert (tmp_path / "data_map.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_damaged_trace_meta_and_impossible_k_are_one_line(tiny_run, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path)
+    (run / "trace" / "meta.json").write_text("{bad")
+    code, _, err = run_cli(["mine", str(run)], capsys)
+    assert code == 2 and "meta.json is damaged" in err and "\n" not in err.strip()
+    code, _, err = run_cli(["sharpness", str(tiny_run), "--k", "100000"], capsys)
+    assert code == 2 and "--k 100000" in err and "\n" not in err.strip()

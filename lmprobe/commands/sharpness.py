@@ -10,6 +10,7 @@ import argparse
 import json
 
 from lmprobe.commands.common import add_path_arguments, open_path, positive
+from lmprobe.errors import LmprobeError
 
 
 def add_parser(subparsers) -> None:
@@ -33,6 +34,9 @@ def run(args: argparse.Namespace, console) -> int:
     from lmprobe.analysis.optim import restore_optimizer
     from lmprobe.hessian import measure_sharpness
 
+    if args.k > args.max_iter:
+        raise LmprobeError(f"--k {args.k} eigenvalues need more than --max-iter {args.max_iter} Hessian-vector "
+                           f"products; lower --k or raise --max-iter")
     view = open_path(args, args.data)
     model = view.load_model(view.checkpoint)
     batches = view.hessian_batches(args.batches, args.batch_size)
