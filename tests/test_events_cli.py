@@ -48,3 +48,16 @@ def test_events_user_errors_are_one_line(tiny_run, capsys, argv, message):
     assert lmprobe_main(["events", str(tiny_run), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_pair_coincidences_are_named_by_their_groups_labels():
+    from lmprobe.events.coincidence import coincidence
+    from lmprobe.report.events_table import coincidence_name
+
+    test = coincidence("pair target (4,) / (1,) swings at spikes", [1, 0, 0, 1], [1, 0, 0, 0])
+    assert coincidence_name(test, None) == test.name
+    test.pair = {"by": "feature-target", "up": (2, 4), "down": (2, 1)}
+    names = {("feature", 2): "top=grey", ("target", 4): "deer", ("target", 1): "automobile"}
+    label = coincidence_name(test, lambda name, value: names[(name, value)])
+    assert label == "pair top=grey deer / top=grey automobile swings at spikes"
+    assert test.to_dict()["pair"] == {"by": "feature-target", "up": [2, 4], "down": [2, 1]}

@@ -63,6 +63,7 @@ class Coincidence:
     p_conservative: float  # the same with ties counted fully against
     n_shifts: int
     note: str = ""
+    pair: dict[str, Any] | None = None  # for a pair test: {"by": key names, "up": key, "down": key}, for labels
 
     def to_dict(self) -> dict[str, Any]:
         def num(v):
@@ -74,7 +75,9 @@ class Coincidence:
                 "ratio": (None if np.isnan(self.ratio) else ("inf" if np.isinf(self.ratio) else float(self.ratio))),
                 "difference": num(self.difference), "p": num(self.p),
                 "p_conservative": num(self.p_conservative), "n_shifts": int(self.n_shifts),
-                "note": self.note}
+                "note": self.note,
+                "pair": None if self.pair is None else {"by": self.pair["by"], "up": list(self.pair["up"]),
+                                                         "down": list(self.pair["down"])}}
 
 
 def circular_shift_test(events: Any, state: Any, *, alternative: str = "greater") -> ShiftTest:

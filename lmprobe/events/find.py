@@ -242,5 +242,8 @@ def _pair_swings_at_spikes(win, groupings, probe_attributions: list[Attribution]
                        note=f"any of {len(chosen_pairs)} pair(s) from the largest probe events swings"
                             f" (opposite moves > {swing_z:g} robust sd)")]
     for pair, swing in zip(chosen_pairs, swings):
-        out.append(coincidence(f"pair {pair.by} {pair.up.key} / {pair.down.key} swings at spikes", at_spike, swing))
+        test = coincidence(f"pair {pair.by} {pair.up.key} / {pair.down.key} swings at spikes", at_spike, swing)
+        test.pair = {"by": pair.by, "up": tuple(int(v) for v in pair.up.key),
+                     "down": tuple(int(v) for v in pair.down.key)}
+        out.append(test)
     return out

@@ -97,7 +97,19 @@ def events_table(report: EventsReport, describe: Describe | None = None, key_lab
     return table
 
 
-def coincidence_table(report: EventsReport) -> Table:
+def coincidence_name(c, key_label: KeyLabel | None) -> str:
+    """A pair test named by its groups' labels ("pair top=grey automobile / top=grey bird ...")."""
+    if c.pair is None or key_label is None:
+        return c.name
+    names = c.pair["by"].split("-") if isinstance(c.pair["by"], str) else list(c.pair["by"])
+
+    def label(key) -> str:
+        return " ".join(key_label(n, int(v)) for n, v in zip(names, key))
+
+    return f"pair {label(c.pair['up'])} / {label(c.pair['down'])} swings at spikes"
+
+
+def coincidence_table(report: EventsReport, key_label: KeyLabel | None = None) -> Table:
     """The coincidence tests: counts, effect sizes, circular-shift p-values."""
     table = Table(title="Coincidences (circular-shift permutation test, one-sided mid-p)")
     for name, justify in (("test", "left"), ("events", "right"), ("in state", "right"), ("time in state", "right"),
@@ -105,7 +117,7 @@ def coincidence_table(report: EventsReport) -> Table:
         table.add_column(name, justify=justify, overflow="fold")
     for c in report.coincidences:
         table.add_row(
-            c.name, str(c.n_events), f"{c.hits} ({_num(100 * c.events_in_state, '.0f')}%)",
+            coincidence_name(c, key_label), str(c.n_events), f"{c.hits} ({_num(100 * c.events_in_state, '.0f')}%)",
             f"{_num(100 * c.time_in_state, '.0f')}%", f"{_num(c.rate_in)} / {_num(c.rate_out)}",
             "inf" if math.isinf(c.ratio) else _num(c.ratio), _num(c.p, ".2g"),
         )
@@ -125,7 +137,7 @@ def render_events(report: EventsReport, describe: Describe | None = None, key_la
     if ALIGN_KEY in report.by:
         parts.append(alignment_table(report))
     if report.coincidences:
-        parts.append(coincidence_table(report))
+        parts.append(coincidence_table(report, key_label))
     console.print(RichGroup(*parts))
 
 
