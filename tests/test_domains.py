@@ -162,3 +162,13 @@ def test_a_third_party_domain_plugs_in_without_editing_lmprobe(tmp_path, capsys)
     # the loss is mean((w x + b - y)^2): its Hessian is 2 E[[x^2, x], [x, 1]] = [[5, 0], [0, 2]]
     assert report["sharpness"] == pytest.approx(5.0, rel=1e-4)
     assert report["gd_threshold"] == pytest.approx(20.0)
+
+
+def test_a_run_whose_checkpoints_are_gone_still_mines_its_trace(tiny_run, tmp_path, capsys):
+    run = tmp_path / "no-checkpoints"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "checkpoints")
+    assert lmprobe_main(["mine", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == list(range(0, 17, 2))
+    assert lmprobe_main(["sharpness", str(run)]) == 2
+    assert "has no checkpoint yet" in capsys.readouterr().err

@@ -26,14 +26,15 @@ DATA_PROBE_IMAGES = 500  # images of --data's validation split used as the probe
 class VisionRunView(RunViewBase):
     domain = "vision"
 
-    def __init__(self, located: Located, checkpoint: Path, probe: ImageProbe, sample: TrainSample | None = None):
+    def __init__(self, located: Located, checkpoint: Path | None, probe: ImageProbe,
+                 sample: TrainSample | None = None):
         super().__init__(located, checkpoint, probe, sample)
         extra = [k for k in ("feature", "border", "bright") if k in probe.extra_keys]
         self.domain_groupings = tuple(f"{k}-target" for k in extra) + ("target",)
 
     @classmethod
     def open_run(cls, located: Located) -> "VisionRunView":
-        return cls(located, located.analysed_checkpoint(), ImageProbe.load(located.run_dir / "probe"))
+        return cls(located, located.checkpoint, ImageProbe.load(located.run_dir / "probe"))
 
     @classmethod
     def open_checkpoint(cls, checkpoint: Path, data: str | None) -> "VisionRunView":

@@ -36,11 +36,17 @@ class RunViewBase:
     def domain_key_label(self, name: str, value: int) -> str:
         return f"{name}={value}"
 
-    def __init__(self, located: Located, checkpoint: Path, probe: ProbeSet, sample: TrainSample | None = None):
+    def __init__(self, located: Located, checkpoint: Path | None, probe: ProbeSet, sample: TrainSample | None = None):
         self.located = located
-        self.checkpoint = checkpoint
+        self._checkpoint = checkpoint
         self.probe = probe
         self._sample = sample
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint to analyse: the one given, else the run's latest, looked up only when
+        needed (mining a recorded trace needs none, so a run whose checkpoints are gone still mines)."""
+        return self._checkpoint if self._checkpoint is not None else self.located.analysed_checkpoint()
 
     @property
     def run_dir(self) -> Path | None:

@@ -34,7 +34,8 @@ class LMRunView(RunViewBase):
     domain = "lm"
     domain_groupings = ("feature-target", "target", "feature2-feature-target")
 
-    def __init__(self, located: Located, checkpoint: Path, probe: TextProbe, sample: TrainSample | None = None):
+    def __init__(self, located: Located, checkpoint: Path | None, probe: TextProbe,
+                 sample: TrainSample | None = None):
         super().__init__(located, checkpoint, probe, sample)
         self.tokenizer = probe.tokenizer
 
@@ -42,7 +43,7 @@ class LMRunView(RunViewBase):
     def open_run(cls, located: Located) -> "LMRunView":
         tokenizer = load_tokenizer_from(located.run_dir / "probe" / TOKENIZER_DIR)
         probe = TextProbe.load(located.run_dir / "probe", tokenizer)
-        return cls(located, located.analysed_checkpoint(), probe)
+        return cls(located, located.checkpoint, probe)
 
     @classmethod
     def open_checkpoint(cls, checkpoint: Path, data: str | None) -> "LMRunView":
