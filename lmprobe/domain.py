@@ -133,7 +133,11 @@ def domain_of(located: Located) -> str:
             return str(recorded)
     model_type = _read_json(located.checkpoint / "config.json").get("model_type")
     for name in available_domains():
-        if model_type in get_domain(name).model_types:
+        try:
+            domain = get_domain(name)
+        except (LmprobeError, ImportError, AttributeError):  # a broken plug-in must not hide the others
+            continue
+        if model_type in domain.model_types:
             return name
     raise LmprobeError(
         f"{located.checkpoint} has model_type {model_type!r}, which no installed domain claims "
