@@ -44,6 +44,7 @@ from torch import nn  # noqa: E402
 from torch.func import functional_call, grad, jvp  # noqa: E402
 
 from lmprobe.hessian import (  # noqa: E402
+    DenseOperator,
     HessianOperator,
     SharpnessTracker,
     hutch_plus_plus_trace,
@@ -240,23 +241,11 @@ def tracked_run(model: nn.Module, batch: torch.Tensor, args: argparse.Namespace)
             "cold_mean": sum(cold_products) / len(cold_products), "mismatches": mismatches}
 
 
-class MatrixOperator:
-    """A dense symmetric matrix behind the LinearOperator interface."""
-
-    def __init__(self, matrix: torch.Tensor) -> None:
-        self.matrix, self.dim, self.dtype, self.device = matrix, matrix.shape[0], matrix.dtype, matrix.device
-        self.n_products = 0
-
-    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
-        self.n_products += 1
-        return self.matrix @ vector
-
-
 def trace_rows(model: nn.Module, batch: torch.Tensor, args: argparse.Namespace) -> list[list[str]]:
     rows = []
     generator = torch.Generator().manual_seed(args.seed)
     q, _ = torch.linalg.qr(torch.randn(2000, 2000, generator=generator, dtype=torch.float64))
-    decaying = MatrixOperator(q @ torch.diag(1.0 / torch.arange(1, 2001, dtype=torch.float64) ** 1.5) @ q.T)
+    decaying = DenseOperator(q @ torch.diag(1.0 / torch.arange(1, 2001, dtype=torch.float64) ** 1.5) @ q.T)
     for name, run in [
         ("Hutchinson", lambda seed: hutchinson_trace(HessianOperator(model, lm_loss, [batch]),
                                                      n_probes=args.trace_products, seed=seed)),

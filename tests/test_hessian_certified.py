@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent / "hessian_scripts"))
 import hessian_problems as problems  # noqa: E402
 
 from lmprobe.hessian import (  # noqa: E402
+    DenseOperator,
     HessianOperator,
     PreconditionedOperator,
     SharpnessTracker,
@@ -186,21 +187,11 @@ def test_tracker_starts_cold_after_reset_and_when_the_block_changes(wrong_mlp):
     assert not tracker.measure(model, problems.classification_loss, batches)["warm"]
 
 
-class MatrixOperator:
-    def __init__(self, matrix: torch.Tensor) -> None:
-        self.matrix, self.dim, self.dtype, self.device = matrix, matrix.shape[0], matrix.dtype, matrix.device
-        self.n_products = 0
-
-    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
-        self.n_products += 1
-        return self.matrix @ vector
-
-
 def test_hutch_plus_plus_beats_hutchinson_at_equal_products():
     generator = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(300, 300, generator=generator, dtype=torch.float64))
     spectrum = 1.0 / torch.arange(1, 301, dtype=torch.float64) ** 1.5  # decaying
-    operator = MatrixOperator(q @ torch.diag(spectrum) @ q.T)
+    operator = DenseOperator(q @ torch.diag(spectrum) @ q.T)
     exact = float(spectrum.sum())
     plain = torch.tensor([hutchinson_trace(operator, n_probes=30, seed=100 * s).estimate for s in range(20)])
     plus = [hutch_plus_plus_trace(operator, n_products=30, seed=100 * s) for s in range(20)]

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent / "hessian_scripts"))
 import hessian_problems as problems  # noqa: E402
 
 from lmprobe.hessian import (  # noqa: E402
+    DenseOperator,
     HessianOperator,
     PreconditionedOperator,
     adam_preconditioner,
@@ -30,21 +31,6 @@ from lmprobe.hessian import (  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class MatrixOperator:
-    """A dense symmetric matrix behind the LinearOperator interface."""
-
-    def __init__(self, matrix: torch.Tensor) -> None:
-        self.matrix = matrix
-        self.dim = matrix.shape[0]
-        self.dtype = matrix.dtype
-        self.device = matrix.device
-        self.n_products = 0
-
-    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
-        self.n_products += 1
-        return self.matrix @ vector
-
-
 def symmetric_with_spectrum(spectrum: torch.Tensor, seed: int = 0) -> torch.Tensor:
     q, _ = torch.linalg.qr(torch.randn(len(spectrum), len(spectrum), generator=torch.Generator().manual_seed(seed),
                                        dtype=torch.float64))
@@ -53,7 +39,7 @@ def symmetric_with_spectrum(spectrum: torch.Tensor, seed: int = 0) -> torch.Tens
 
 def test_lanczos_finds_largest_smallest_and_largest_magnitude():
     spectrum = torch.cat([torch.tensor([10.0, 9.0, 7.5, -12.0]), torch.linspace(-3, 3, 196)]).double()
-    operator = MatrixOperator(symmetric_with_spectrum(spectrum))
+    operator = DenseOperator(symmetric_with_spectrum(spectrum))
     top = lanczos(operator, k=3, tol=1e-10)
     assert top.eigenvalues == pytest.approx([10.0, 9.0, 7.5], rel=1e-9)
     assert lanczos(operator, k=2, which="SA", tol=1e-10).eigenvalues == pytest.approx([-12.0, -3.0], rel=1e-9)
@@ -63,7 +49,7 @@ def test_lanczos_finds_largest_smallest_and_largest_magnitude():
 
 def test_lanczos_full_reorthogonalisation_gives_no_ghost_copies():
     spectrum = torch.cat([torch.tensor([100.0]), torch.linspace(0, 1, 299)]).double()
-    operator = MatrixOperator(symmetric_with_spectrum(spectrum, seed=3))
+    operator = DenseOperator(symmetric_with_spectrum(spectrum, seed=3))
     result = lanczos(operator, k=2, tol=1e-12, max_iter=150)
     assert result.eigenvalues[0] == pytest.approx(100.0, rel=1e-10)
     assert result.eigenvalues[1] == pytest.approx(1.0, abs=1e-6)  # not a second copy of 100
@@ -71,7 +57,7 @@ def test_lanczos_full_reorthogonalisation_gives_no_ghost_copies():
 
 def test_lanczos_stops_when_krylov_space_is_exhausted():
     spectrum = torch.tensor([5.0, 5.0, 2.0, 0.0, 0.0, 0.0]).double()
-    operator = MatrixOperator(symmetric_with_spectrum(spectrum))
+    operator = DenseOperator(symmetric_with_spectrum(spectrum))
     result = lanczos(operator, k=2, tol=1e-12, max_iter=50)
     assert result.converged and result.n_products <= 4
     assert result.eigenvalues == pytest.approx([5.0, 2.0], rel=1e-10)
@@ -79,7 +65,7 @@ def test_lanczos_stops_when_krylov_space_is_exhausted():
 
 def test_lanczos_needs_far_fewer_products_than_power_iteration_with_a_small_gap():
     spectrum = torch.cat([torch.tensor([1.0, 0.97]), torch.linspace(0, 0.9, 398)]).double()
-    operator = MatrixOperator(symmetric_with_spectrum(spectrum))
+    operator = DenseOperator(symmetric_with_spectrum(spectrum))
     fast = lanczos(operator, k=1, tol=1e-4)
     slow = power_iteration(operator, tol=1e-6, max_iter=1000)
     assert abs(fast.eigenvalues[0] - 1.0) < 1e-6 and abs(slow.eigenvalues[0] - 1.0) < 1e-3

@@ -12,7 +12,7 @@ from lmprobe.hessian.blocks import BLOCK_ALIASES, select_parameters
 from lmprobe.hessian.distributed import shard_batches, unwrap_model
 from lmprobe.hessian.lanczos import lanczos
 from lmprobe.hessian.modes import measurement_mode
-from lmprobe.hessian.operator import HessianOperator, LinearOperator, NonFiniteProductError
+from lmprobe.hessian.operator import DenseOperator, HessianOperator, LinearOperator, NonFiniteProductError
 from lmprobe.hessian.power import power_iteration
 from lmprobe.hessian.precondition import AdamPreconditioner, PreconditionedOperator, adam_preconditioner
 from lmprobe.hessian.results import EigenResult
@@ -31,6 +31,7 @@ from lmprobe.hessian.hutchinson import TraceEstimate, hutch_plus_plus_trace, hut
 __all__ = [
     "BLOCK_ALIASES",
     "AdamPreconditioner",
+    "DenseOperator",
     "EigenResult",
     "HessianOperator",
     "LinearOperator",

@@ -37,6 +37,26 @@ class LinearOperator(Protocol):
     def matvec(self, vector: torch.Tensor) -> torch.Tensor: ...
 
 
+class DenseOperator:
+    """A dense symmetric matrix behind the LinearOperator interface: the reference the solvers
+    are tested and benchmarked against (a Hessian from torch.autograd.functional.hessian, a
+    matrix with a chosen spectrum)."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        self.matrix, self.dim, self.dtype, self.device = matrix, matrix.shape[0], matrix.dtype, matrix.device
+        self._n_products = 0
+
+    @property
+    def n_products(self) -> int:
+        return self._n_products
+
+    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
+        self._n_products += 1
+        return self.matrix @ vector
+
+    __matmul__ = matvec
+
+
 class NonFiniteProductError(LmprobeError):
     """A Hessian-vector product came out inf/NaN; solvers add their iteration to the message."""
 
