@@ -54,6 +54,16 @@ class PackedData:
     def n_documents(self) -> int:
         return len(self.train_documents) + len(self.val_documents)
 
+    @classmethod
+    def from_blocks(cls, train: np.ndarray, val: np.ndarray, tokenizer: PreTrainedTokenizerBase, *, source: str,
+                    unigram_entropy_nats: float, train_documents: np.ndarray, val_documents: np.ndarray,
+                    n_source_tokens: int) -> "PackedData":
+        """The packed split with the counts derived from its blocks (in memory or memory-mapped alike)."""
+        return cls(train=train, val=val, vocab_size=len(tokenizer), n_train_tokens=int(train.size),
+                   n_val_tokens=int(val.size), block_size=int(train.shape[1]), eos_id=int(tokenizer.eos_token_id),
+                   source=source, unigram_entropy_nats=unigram_entropy_nats, train_documents=train_documents,
+                   val_documents=val_documents, n_source_tokens=int(n_source_tokens))
+
 
 def prepare_lm_data(
     source: str,
@@ -87,21 +97,9 @@ def prepare_lm_data(
         raise too_small_error(source, len(tokens), n_docs, len(train_stream), len(val_stream), block_size)
     train = pack_blocks(train_stream, block_size)
     val = pack_blocks(val_stream, block_size)
-    vocab_size = len(tokenizer)
-    return PackedData(
-        train=train,
-        val=val,
-        vocab_size=vocab_size,
-        n_train_tokens=int(train.size),
-        n_val_tokens=int(val.size),
-        block_size=int(block_size),
-        eos_id=int(eos_id),
-        source=source,
-        unigram_entropy_nats=unigram_entropy_nats(train, vocab_size),
-        train_documents=train_docs,
-        val_documents=val_docs,
-        n_source_tokens=int(len(tokens)),
-    )
+    return PackedData.from_blocks(
+        train, val, tokenizer, source=source, unigram_entropy_nats=unigram_entropy_nats(train, len(tokenizer)),
+        train_documents=train_docs, val_documents=val_docs, n_source_tokens=len(tokens))
 
 
 def tokenize_source(

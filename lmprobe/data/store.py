@@ -98,21 +98,12 @@ def open_token_store(
         raise too_small_error(source, corpus_meta["tokens"], n_docs, n_train_stream, n_val_stream, block_size)
     train = _blocks(split / "train.bin", dtype, n_train_stream, block_size)
     val = _blocks(split / "val.bin", dtype, n_val_stream, block_size)
-    vocab_size = len(tokenizer)
-    return PackedData(
-        train=train,
-        val=val,
-        vocab_size=vocab_size,
-        n_train_tokens=int(train.size),
-        n_val_tokens=int(val.size),
-        block_size=int(block_size),
-        eos_id=int(eos_id),
-        source=source,
-        unigram_entropy_nats=_train_entropy(split, train, n_train_stream, dtype, vocab_size),
+    return PackedData.from_blocks(
+        train, val, tokenizer, source=source,
+        unigram_entropy_nats=_train_entropy(split, train, n_train_stream, dtype, len(tokenizer)),
         train_documents=np.load(split / "train_documents.npy", mmap_mode="r"),
         val_documents=np.load(split / "val_documents.npy", mmap_mode="r"),
-        n_source_tokens=int(corpus_meta["tokens"]),
-    )
+        n_source_tokens=corpus_meta["tokens"])
 
 
 # ----------------------------------------------------------------------------- level 1: corpus tokens
