@@ -32,7 +32,8 @@ def test_model_folder_is_what_the_hub_expects(last_checkpoint):
     generation = json.loads((last_checkpoint / "generation_config.json").read_text())
     assert generation["pad_token_id"] == tokenizer.eos_token_id
     # the resume state lives apart, and is not what a user uploads
-    assert (last_checkpoint / "resume" / "training_state.pt").is_file()
+    # (Accelerate's save_state: optimizer and RNGs, without a second copy of the weights)
+    assert sorted(p.name for p in (last_checkpoint / "resume").iterdir()) == ["optimizer.bin", "random_states_0.pkl"]
     assert not (last_checkpoint / "training_state.pt").exists()
     uploaded = upload_patterns(last_checkpoint)
     assert "model.safetensors" in uploaded and "README.md" in uploaded
@@ -97,3 +98,22 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         cli_main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"lmprobe {__version__}"
+
+
+def test_a_gathered_state_dict_is_what_the_hub_folder_holds(tmp_path):
+    """Under FSDP the trainer passes the gathered full weights: the folder holds them (tied head included)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    from lmprobe.lm.task import publishable_tokenizer, save_publishable
+    from lmprobe.data.tokenizer import load_tokenizer
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=16, n_embd=8, n_layer=1, n_head=2))
+    gathered = {name: torch.full_like(t, 0.5) for name, t in model.state_dict().items()}
+    tokenizer = publishable_tokenizer(load_tokenizer("gpt2"), 16)
+    save_publishable(model, tokenizer, tmp_path, state_dict=dict(gathered))  # save_pretrained edits its dict
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True)
+    assert torch.equal(loaded.transformer.h[0].mlp.c_fc.weight, gathered["transformer.h.0.mlp.c_fc.weight"])
+    assert torch.equal(loaded.lm_head.weight, loaded.transformer.wte.weight)
+    assert float(loaded.transformer.wte.weight.mean()) == 0.5
+

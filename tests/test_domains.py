@@ -151,11 +151,7 @@ def test_a_third_party_domain_plugs_in_without_editing_lmprobe(tmp_path, capsys)
         torch.save(model.state_dict(), folder / "weights.pt")
         (folder / "config.json").write_text("{}")
 
-    from lmprobe.config import OptimConfig
-    from lmprobe.train.optim import build_optimizer
-
-    state = {"optimizer": build_optimizer(model, OptimConfig(name="gd", lr=0.1)).state_dict()}
-    save_checkpoint(run, 1, write, state, info={"domain": "toy", "lr": 0.1})
+    save_checkpoint(run, 1, write, info={"domain": "toy", "lr": 0.1})
     write_train_sample(run / "probe", [{"x": ToyProbe.x, "y": ToyProbe.y}], [])
     assert lmprobe_main(["sharpness", str(run), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -110,6 +110,26 @@ def test_two_processes_train_the_same_model_as_one(tiny_config, reference_run, t
     assert [s for s, _ in list_checkpoints(tmp_path / "two")] == [4, 8, 12, 16]
 
 
+def test_two_process_resume_with_dropout_is_bit_identical(tiny_config, tmp_path):
+    """Dropout draws from each process's own generator: resuming from a middle checkpoint repeats
+    the rest of the run exactly only if Accelerate's save_state kept every process's RNG state."""
+    import shutil
+
+    launch_two_processes(TRAIN_LM, "--config", str(tiny_config), "--name", "full", "--no-progress",
+                         f"out_dir={tmp_path}", "model.dropout=0.1")
+    full = tmp_path / "full"
+    saved = sorted(p.name for p in (full / "checkpoints" / "step-000008" / "resume").iterdir())
+    assert saved == ["optimizer.bin", "random_states_0.pkl", "random_states_1.pkl"]
+    cut = Path(shutil.copytree(full, tmp_path / "cut"))
+    for step, ckpt in list_checkpoints(cut):
+        if step > 8:
+            shutil.rmtree(ckpt)
+    launch_two_processes(TRAIN_LM, "--resume", str(cut), "--no-progress")
+    np.testing.assert_array_equal(np.asarray(read_trace(cut).losses), np.asarray(read_trace(full).losses))
+    assert without_timings(read_metrics(cut / "metrics.jsonl")) == without_timings(read_metrics(full / "metrics.jsonl"))
+    assert [s for s, _ in list_checkpoints(cut)] == [4, 8, 12, 16]
+
+
 # ----------------------------------------------------------------------------- bad input
 def _fails(argv: list[str], capsys) -> str:
     assert main(argv) == 2

@@ -45,16 +45,93 @@ def test_checkpoints_are_atomic_and_listed(tmp_path):
     def write_model(folder):
         (folder / "model.bin").write_text("weights")
 
-    save_checkpoint(tmp_path, 4, write_model, {"x": torch.ones(2)})
-    # a kill in the middle of a save leaves a hidden temporary, never a half checkpoint
-    (tmp_path / "checkpoints" / ".step-000008.tmp-999").mkdir()
+    save_checkpoint(tmp_path, 4, write_model)
+    # a kill in the middle of a save leaves a hidden staging folder, never a half checkpoint
+    (tmp_path / "checkpoints" / ".step-000008.tmp").mkdir()
+    (tmp_path / "checkpoints" / ".step-000008.tmp-999").mkdir()  # as lmprobe before save_state named them
     (tmp_path / "checkpoints" / "step-000012").mkdir()  # no info file: incomplete
     assert [s for s, _ in list_checkpoints(tmp_path)] == [4]
-    save_checkpoint(tmp_path, 8, write_model, {"x": torch.zeros(2)}, keep=1)
+    save_checkpoint(tmp_path, 8, write_model, keep=1)
     step, path = latest_checkpoint(tmp_path)
-    assert step == 8 and not (tmp_path / "checkpoints" / ".step-000008.tmp-999").exists()
+    assert step == 8 and (path / "model.bin").read_text() == "weights"
+    assert not [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
     assert [s for s, _ in list_checkpoints(tmp_path)] == [8]
-    assert load_training_state(path)["x"].tolist() == [0.0, 0.0]
+
+
+def _adam_after_one_step():
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def test_training_state_is_accelerates_save_state_read_back_weights_only(tmp_path):
+    """What Accelerate's save_state writes into resume/ reads back as optimizer + RNGs, and a
+    restore replays the same random numbers (python, numpy, torch)."""
+    import random
+
+    import numpy as np
+    from accelerate import Accelerator
+
+    from lmprobe.train.checkpoint import restore_rng
+
+    accelerator = Accelerator(cpu=True)
+    model, optimizer = accelerator.prepare(*_adam_after_one_step())
+    accelerator.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
+    path = save_checkpoint(tmp_path, 1, lambda folder: accelerator.save_state(str(folder / "resume")))
+    first = torch.rand(3), np.random.rand(3), random.random()
+    state = load_training_state(path)
+    assert state["format"] == "accelerate" and len(state["rng"]) == 1
+    assert not (path / "resume" / "model.safetensors").exists()  # the weights live once, in the Hub folder
+    saved_avg = state["optimizer"]["state"][0]["exp_avg"]
+    assert torch.equal(saved_avg, optimizer.state_dict()["state"][0]["exp_avg"])
+    restore_rng(state["rng"][0])
+    again = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1]) and first[2] == again[2]
+
+
+@pytest.mark.parametrize("damage", ["no-rng", "no-optimizer", "garbage"])
+def test_a_damaged_training_state_is_one_line(damage, tmp_path):
+    from accelerate import Accelerator
+
+    from lmprobe.errors import LmprobeError
+
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(*_adam_after_one_step())
+    path = save_checkpoint(tmp_path, 1, lambda folder: accelerator.save_state(str(folder / "resume")))
+    if damage == "no-rng":
+        (path / "resume" / "random_states_0.pkl").unlink()
+    elif damage == "no-optimizer":
+        (path / "resume" / "optimizer.bin").unlink()
+    else:
+        (path / "resume" / "optimizer.bin").write_bytes(b"\x80\x04 not a torch file")
+    with pytest.raises(LmprobeError, match="cannot be resumed from") as err:
+        load_training_state(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_legacy_training_state_reads_in_the_same_layout(tmp_path):
+    """Checkpoints of lmprobe before save_state (resume/training_state.pt) still resume and replay."""
+    import numpy as np
+
+    _, optimizer = _adam_after_one_step()
+    numpy_state = np.random.get_state(legacy=False)
+    legacy_rng = {"torch": torch.get_rng_state(), "python": __import__("random").getstate(),
+                  "numpy": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                            "pos": int(numpy_state["state"]["pos"]), "has_gauss": 0, "gauss": 0.0}}
+    folder = tmp_path / "checkpoints" / "step-000001"
+    (folder / "resume").mkdir(parents=True)
+    torch.save({"optimizer": optimizer.state_dict(), "rng": [legacy_rng]}, folder / "resume" / "training_state.pt")
+    state = load_training_state(folder)
+    assert state["format"] == "legacy" and state["optimizer"]["state"][0]["step"] == 1
+    assert torch.equal(state["rng"][0]["torch_manual_seed"], legacy_rng["torch"])
+    expected = np.random.rand(2)
+    np.random.seed(0)
+    from lmprobe.train.checkpoint import restore_rng
+
+    restore_rng(state["rng"][0])
+    assert np.array_equal(np.random.rand(2), expected)
 
 
 def test_metrics_log_rewinds(tmp_path):

@@ -67,6 +67,18 @@ def test_arch_trains_and_round_trips(arch, tmp_path, one_thread):
         assert loaded.config._attn_implementation == "eager"
 
 
+@pytest.mark.parametrize("arch", ["cnn", "vit"])
+def test_a_gathered_state_dict_is_saved_instead_of_the_models_own(arch, tmp_path):
+    """Sharded training (FSDP) hands the checkpoint writer the full weights gathered from every
+    process; they, not the local module's, are what the folder holds."""
+    model = _tiny(arch)
+    gathered = {name: torch.full_like(t, 0.25) for name, t in model.state_dict().items()}
+    save_model(model, tmp_path / "ckpt", state_dict=gathered)
+    loaded = load_model(tmp_path / "ckpt")
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, gathered[name]), name
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_hessian_vector_product_is_finite(arch, one_thread):
     model = _tiny(arch)

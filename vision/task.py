@@ -55,10 +55,10 @@ class VisionTask:
 
         return load_model(folder).train()
 
-    def save_pretrained(self, model: nn.Module, folder: Path) -> None:
+    def save_pretrained(self, model: nn.Module, folder: Path, state_dict: dict | None = None) -> None:
         from vision.models import save_model
 
-        save_model(model, folder)
+        save_model(model, folder, state_dict)
 
     # --- data ------------------------------------------------------------------------------
     def n_train(self) -> int:

@@ -19,15 +19,22 @@ def run_optim_config(run_dir) -> OptimConfig:
 
 
 def restore_optimizer(view, model: nn.Module) -> tuple[Any, float | None]:
-    """The run's optimizer with its state at `view.checkpoint`, and the lr then; (None, None) if not saved."""
-    from lmprobe.train.checkpoint import STATE_FILE, load_training_state, read_info
+    """The run's optimizer with its state at `view.checkpoint` (None if not saved) and the lr then (None if unknown)."""
+    from lmprobe.train.checkpoint import INFO_FILE, has_training_state, load_training_state, read_info
     from lmprobe.train.optim import build_optimizer
 
-    if view.run_dir is None or not (view.checkpoint / STATE_FILE).is_file():
+    if view.run_dir is None:
         return None, None
+    lr = read_info(view.checkpoint).get("lr") if (view.checkpoint / INFO_FILE).is_file() else None
+    if not has_training_state(view.checkpoint):
+        return None, lr
     optimizer = build_optimizer(model, run_optim_config(view.run_dir))
+    saved = load_training_state(view.checkpoint)["optimizer"]
+    if saved is None:
+        raise LmprobeError(f"the optimizer state in {view.checkpoint} is sharded (FSDP) and cannot be read by "
+                           "one process; this measurement needs a checkpoint of an unsharded run")
     try:
-        optimizer.load_state_dict(load_training_state(view.checkpoint)["optimizer"])
+        optimizer.load_state_dict(saved)
     except (KeyError, ValueError) as exc:
         raise LmprobeError(f"optimizer state in {view.checkpoint} does not fit the model: {exc}") from None
-    return optimizer, read_info(view.checkpoint).get("lr")
+    return optimizer, lr

@@ -93,9 +93,11 @@ class Stepper:
         state = load_training_state(checkpoint)
         self.model = self.task.load_model(checkpoint)
         self.optimizer = build_optimizer(self.model, self.cfg.optim)
+        if state["optimizer"] is None:
+            raise LmprobeError(f"the optimizer state in {checkpoint} is sharded (FSDP); replay runs on one process"
+                               " and needs an unsharded checkpoint")
         self.optimizer.load_state_dict(state["optimizer"])
-        saved = state["rng"][0]
-        self._rng = saved["torch"] if isinstance(saved, dict) else saved  # the CPU generator (dropout)
+        self._rng = state["rng"][0]["torch_manual_seed"]  # the CPU generator (dropout) of process 0
         self.step = checkpoint_step
         self.full_batch = self.cfg.optim.name == "gd"
         if self.full_batch:

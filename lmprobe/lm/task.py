@@ -95,7 +95,7 @@ def publishable_tokenizer(tokenizer, n_positions: int):
     return published
 
 
-def save_publishable(model: nn.Module, tokenizer, folder: Path) -> None:
+def save_publishable(model: nn.Module, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
     """save_pretrained a folder the Hub and `pipeline("text-generation")` take as it is.
 
     Training calls the model with use_cache=False; the saved config says use_cache=true so that
@@ -108,7 +108,7 @@ def save_publishable(model: nn.Module, tokenizer, folder: Path) -> None:
         generation.pad_token_id = tokenizer.pad_token_id
         generation.use_cache = True
     try:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, state_dict=state_dict)
     finally:
         config.use_cache = saved[0]
         if generation is not None:
@@ -150,8 +150,8 @@ class LMTask:
         model.config.use_cache = False  # saved true for generation; training never decodes
         return model
 
-    def save_pretrained(self, model: nn.Module, folder: Path) -> None:
-        save_publishable(model, self._hub_tokenizer(model), folder)
+    def save_pretrained(self, model: nn.Module, folder: Path, state_dict: dict | None = None) -> None:
+        save_publishable(model, self._hub_tokenizer(model), folder, state_dict)
 
     def _hub_tokenizer(self, model: nn.Module):
         """The training tokenizer as a published model needs it (a copy: training's is untouched)."""

@@ -1,33 +1,40 @@
 """Atomic checkpoints: a complete step-NNNNNN folder appears, or nothing does.
 
-A checkpoint is built in a hidden temporary folder beside its final place and renamed into
-place in one step, so a run killed mid-write leaves only a temporary folder that the next
-save or resume removes. Pruning renames a checkpoint out of the listing before deleting it, so a
-kill during pruning never leaves a gutted checkpoint that is still listed.
+A checkpoint is built in a hidden staging folder beside its final place and renamed into place
+in one step, so a run killed mid-write leaves only a staging folder that the next save or resume
+removes. Pruning renames a checkpoint out of the listing before deleting it, so a kill during
+pruning never leaves a gutted checkpoint that is still listed.
 
 Layout: step-NNNNNN/ is the folder the Hugging Face Hub expects (config.json, model.safetensors,
-tokenizer, README.md model card, lmprobe.json); the training state (optimiser, RNG, counters)
-lives apart in step-NNNNNN/resume/, which `lmprobe push` never uploads. The state is written
-with torch.save and read back with weights_only=True.
+tokenizer, README.md model card, lmprobe.json); the training state lives apart in
+step-NNNNNN/resume/, written by Accelerate's `save_state` (optimizer.bin, one
+random_states_<rank>.pkl per process, the grad scaler; under FSDP the sharded model and optimizer
+folders) and never uploaded by `lmprobe push`. The learning rate is a function of the step and
+the config, so there is no scheduler state to keep. Everything is read back with weights_only=True.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from lmprobe.errors import LmprobeError
 
 CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
 RESUME_DIR = "resume"
-STATE_FILE = f"{RESUME_DIR}/training_state.pt"  # relative to the checkpoint folder
-LEGACY_STATE_FILE = "training_state.pt"  # checkpoints written before resume/ existed
+OPTIMIZER_FILE = "optimizer.bin"  # Accelerate's names, inside resume/
+SHARDED_OPTIMIZER_DIR = "optimizer_0"  # FSDP's sharded optimizer state
+RNG_FILE = "random_states_{rank}.pkl"
+LEGACY_STATE_FILES = (f"{RESUME_DIR}/training_state.pt", "training_state.pt")  # lmprobe 0.x before save_state
 INFO_FILE = "lmprobe.json"
 
 
@@ -53,29 +60,32 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(
-    run_dir: str | Path,
-    step: int,
-    write_model: Callable[[Path], None],
-    state: dict[str, Any],
-    info: dict[str, Any] | None = None,
-    keep: int | None = None,
-) -> Path:
-    """Write checkpoints/step-NNNNNN atomically; `write_model(folder)` saves model files."""
+# ----------------------------------------------------------------------------- writing
+def begin_checkpoint(run_dir: str | Path, step: int) -> Path:
+    """An empty staging folder for step's checkpoint (main process; the run lock makes it the only writer)."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final = ckpt_dir / checkpoint_name(step)
-    tmp = ckpt_dir / f".{final.name}.tmp-{os.getpid()}"
     _remove_stale_temporaries(ckpt_dir)
-    tmp.mkdir()
-    write_model(tmp)
-    (tmp / RESUME_DIR).mkdir(exist_ok=True)
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / INFO_FILE).write_text(json.dumps({"step": step, **(info or {})}, indent=1))
-    _fsync_tree(tmp)
+    staging = staging_folder(run_dir, step)
+    staging.mkdir()
+    return staging
+
+
+def staging_folder(run_dir: str | Path, step: int) -> Path:
+    """Where step's checkpoint is built: the same path on every process of a launch."""
+    return Path(run_dir) / "checkpoints" / f".{checkpoint_name(step)}.tmp"
+
+
+def commit_checkpoint(run_dir: str | Path, step: int, info: dict[str, Any] | None = None,
+                      keep: int | None = None) -> Path:
+    """Seal the staging folder (lmprobe.json, fsync) and rename it into the listing; prune to `keep`."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    staging, final = staging_folder(run_dir, step), ckpt_dir / checkpoint_name(step)
+    (staging / INFO_FILE).write_text(json.dumps({"step": step, **(info or {})}, indent=1))
+    _fsync_tree(staging)
     if final.exists():
         _remove_checkpoint(final)
-    os.replace(tmp, final)
+    os.replace(staging, final)
     _fsync_dir(ckpt_dir)
     if keep is not None:
         for _, old in list_checkpoints(run_dir)[:-keep]:
@@ -83,26 +93,55 @@ def save_checkpoint(
     return final
 
 
-def state_path(ckpt: str | Path) -> Path:
-    """Where a checkpoint's training state is (resume/, or the folder itself for old checkpoints)."""
-    path = Path(ckpt) / STATE_FILE
-    legacy = Path(ckpt) / LEGACY_STATE_FILE
-    return legacy if not path.is_file() and legacy.is_file() else path
+def save_checkpoint(run_dir: str | Path, step: int, write: Callable[[Path], None],
+                    info: dict[str, Any] | None = None, keep: int | None = None) -> Path:
+    """One process's checkpoint: `write(folder)` fills the staging folder, which then appears atomically."""
+    write(begin_checkpoint(run_dir, step))
+    return commit_checkpoint(run_dir, step, info, keep)
+
+
+# ----------------------------------------------------------------------------- reading
+def has_training_state(ckpt: str | Path) -> bool:
+    resume = Path(ckpt) / RESUME_DIR
+    return any((resume / name).exists() for name in (OPTIMIZER_FILE, SHARDED_OPTIMIZER_DIR)) or any(
+        (Path(ckpt) / name).is_file() for name in LEGACY_STATE_FILES)
 
 
 def load_training_state(ckpt: str | Path) -> dict[str, Any]:
-    """The training state, or a one-line error for a missing, truncated or foreign file."""
-    path = state_path(ckpt)
-    if not path.is_file():
-        raise LmprobeError(f"{ckpt} has no {STATE_FILE}; it cannot be resumed from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, a forbidden pickle
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise LmprobeError(f"{path} is damaged ({reason}); it cannot be resumed from") from None
-    if not isinstance(state, dict):
-        raise LmprobeError(f"{path} is not an lmprobe training state; it cannot be resumed from")
-    return state
+    """A checkpoint's training state, read and checked without touching the live run.
+
+    Returns {"format": "accelerate" | "legacy", "optimizer": state dict (None when sharded),
+    "rng": per-process generator states in Accelerate's layout}. A missing, truncated or foreign
+    file is a one-line LmprobeError naming it.
+    """
+    ckpt = Path(ckpt)
+    legacy = next((ckpt / name for name in LEGACY_STATE_FILES if (ckpt / name).is_file()), None)
+    resume = ckpt / RESUME_DIR
+    if legacy is not None and not (resume / OPTIMIZER_FILE).exists():
+        return _legacy_state(legacy)
+    if (resume / SHARDED_OPTIMIZER_DIR).is_dir():
+        optimizer = None  # FSDP: only Accelerate's load_state reassembles it, on the same world size
+    else:
+        optimizer = _load(resume / OPTIMIZER_FILE, ckpt)
+    ranks = sorted(int(p.stem.rsplit("_", 1)[1]) for p in resume.glob(RNG_FILE.format(rank="*"))
+                   if p.stem.rsplit("_", 1)[1].isdigit())
+    if ranks != list(range(len(ranks))) or not ranks:
+        raise LmprobeError(f"{resume} lacks {RNG_FILE.format(rank=len(ranks) if ranks else 0)}; "
+                           "it cannot be resumed from")
+    rng = [_load(resume / RNG_FILE.format(rank=r), ckpt) for r in ranks]
+    if not all(isinstance(s, dict) and "torch_manual_seed" in s for s in rng):
+        raise LmprobeError(f"{resume} holds random states that are not Accelerate's; it cannot be resumed from")
+    return {"format": "accelerate", "optimizer": optimizer, "rng": rng}
+
+
+def restore_rng(states: dict[str, Any]) -> None:
+    """Set every generator training draws from (python, numpy, torch CPU, CUDA) from Accelerate's layout."""
+    random.setstate(states["random_state"])
+    np.random.set_state(states["numpy_random_seed"])
+    torch.set_rng_state(states["torch_manual_seed"])
+    cuda = states.get("torch_cuda_manual_seed")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def read_info(ckpt: str | Path) -> dict[str, Any]:
@@ -120,6 +159,41 @@ def set_aside(ckpt: Path) -> Path:
     return target
 
 
+def _load(path: Path, ckpt: Path) -> Any:
+    """torch.load with weights_only=True (and Accelerate's numpy allowances), or a one-line error."""
+    from accelerate.utils import load
+
+    if not path.is_file():
+        raise LmprobeError(f"{ckpt} has no {path.relative_to(ckpt)}; it cannot be resumed from")
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            return load(path, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, a forbidden pickle
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise LmprobeError(f"{path} is damaged ({reason}); it cannot be resumed from") from None
+
+
+def _legacy_state(path: Path) -> dict[str, Any]:
+    """A training_state.pt of lmprobe before save_state, in the layout load_training_state returns."""
+    state = _load(path, path.parent)
+    if not isinstance(state, dict) or "optimizer" not in state:
+        raise LmprobeError(f"{path} is not an lmprobe training state; it cannot be resumed from")
+    return {"format": "legacy", "optimizer": state["optimizer"],
+            "rng": [_legacy_rng(s) for s in state.get("rng") or [torch.get_rng_state()]]}
+
+
+def _legacy_rng(saved: Any) -> dict[str, Any]:
+    if isinstance(saved, torch.Tensor):  # the earliest checkpoints kept only the CPU generator
+        return {"random_state": random.getstate(), "numpy_random_seed": np.random.get_state(),
+                "torch_manual_seed": saved}
+    numpy = saved["numpy"]
+    return {"random_state": saved["python"], "torch_manual_seed": saved["torch"],
+            "numpy_random_seed": ("MT19937", numpy["key"].numpy().astype(np.uint32), numpy["pos"],
+                                  numpy["has_gauss"], numpy["gauss"]),
+            **({"torch_cuda_manual_seed": saved["cuda"]} if saved.get("cuda") is not None else {})}
+
+
 def _remove_checkpoint(path: Path) -> None:
     """Unlist first (one rename), then delete: a kill in between leaves only a hidden folder."""
     doomed = path.with_name(f".{path.name}.tmp-removing")
@@ -130,7 +204,7 @@ def _remove_checkpoint(path: Path) -> None:
 
 
 def _remove_stale_temporaries(ckpt_dir: Path) -> None:
-    for path in ckpt_dir.glob(".step-*.tmp-*"):
+    for path in ckpt_dir.glob(".step-*.tmp*"):
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -26,7 +26,8 @@ from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfi
 from lmprobe.errors import LmprobeError
 from lmprobe.trace import TraceWriter
 from lmprobe.train.checkpoint import (
-    latest_checkpoint, list_checkpoints, load_training_state, save_checkpoint, set_aside,
+    RESUME_DIR, RNG_FILE, begin_checkpoint, commit_checkpoint, latest_checkpoint, list_checkpoints,
+    load_training_state, restore_rng, set_aside, staging_folder,
 )
 from lmprobe.train.metrics_log import MetricsLog
 from lmprobe.train.optim import build_optimizer, learning_rate, set_learning_rate
@@ -76,28 +77,23 @@ class Trainer:
     # ------------------------------------------------------------------ setup / resume
     def _build(self, resume: bool) -> int:
         set_seed(self.cfg.train.seed)
-        start_step, state, model = 0, None, None
+        start_step, found = 0, None
         if resume:
             found = self._resumable_checkpoint()
-            if found is not None:
-                start_step, model, state = found
-        if model is None:
-            model = self.task.build_model()
+        model = found[1] if found is not None else self.task.build_model()
         optimizer = build_optimizer(model, self.cfg.optim)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        # Accelerate's save_state/load_state keep the optimizer, scaler and RNGs in resume/; the
+        # model itself lives once, in the Hub folder beside it (sharded copies only under FSDP)
+        self.acc.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
+        self.acc.register_load_state_pre_hook(lambda models, folder: models.clear())
         self.train_model = compiled(self.model, self.acc) if getattr(self.cfg.train, "compile", False) else self.model
         flops = getattr(self.task, "flops_per_example", None)
         self.flops_per_example = flops(self.acc.unwrap_model(self.model)) if callable(flops) else None
         self.peak_flops = peak_flops(self.acc.device, getattr(self.cfg.train, "peak_flops", None))
-        if state is not None:
-            try:
-                self.optimizer.load_state_dict(state["optimizer"])
-            except (KeyError, ValueError) as exc:
-                raise LmprobeError(
-                    f"the optimizer state saved at step {start_step} does not fit this optimizer "
-                    f"({str(exc).splitlines()[0][:100]}); resume with the optim settings the run was started with"
-                ) from None
-            restore_rng(state["rng"][self.acc.process_index % len(state["rng"])])
+        if found is not None:
+            start_step, _, state, ckpt = found
+            self._restore(ckpt, state, start_step)
         if self.acc.is_main_process:
             self.metrics.truncate_after(start_step)
             if self.cfg.trace.every:
@@ -107,7 +103,25 @@ class Trainer:
                 self.trace_writer.truncate_before(start_step)
         return start_step
 
-    def _resumable_checkpoint(self) -> tuple[int, torch.nn.Module, dict] | None:
+    def _restore(self, ckpt: Path, state: dict[str, Any], step: int) -> None:
+        """Optimizer, scaler and every RNG as they were at `step` (Accelerate's load_state)."""
+        try:
+            if state["format"] == "accelerate":
+                self.acc.load_state(str(ckpt / RESUME_DIR))
+            else:  # a checkpoint of lmprobe before save_state
+                self.optimizer.load_state_dict(state["optimizer"])
+        except Exception as exc:  # noqa: BLE001 - a mismatched optimizer, a sharded state of another world size
+            raise LmprobeError(
+                f"the training state saved at step {step} does not fit this run "
+                f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]}); "
+                f"resume with the optim settings and process count the run was started with"
+            ) from None
+        rank = self.acc.process_index
+        if state["format"] != "accelerate" or not (ckpt / RESUME_DIR / RNG_FILE.format(rank=rank)).is_file():
+            # load_state skips a missing rank silently; a launch with more processes than saved reuses theirs
+            restore_rng(state["rng"][rank % len(state["rng"])])
+
+    def _resumable_checkpoint(self) -> tuple[int, torch.nn.Module, dict, Path] | None:
         """The latest checkpoint that loads, damaged later ones set aside with a warning.
 
         A run that has recorded progress but has no checkpoint left is refused: restarting at
@@ -122,7 +136,7 @@ class Trainer:
             except LmprobeError as err:
                 damaged.append((ckpt, str(err)))
                 continue
-            chosen = (step, model, state)
+            chosen = (step, model, state, ckpt)
             break
         if chosen is None and self._has_progress():
             what = f"every checkpoint is damaged ({damaged[0][1]})" if damaged else "checkpoints/ holds no checkpoint"
@@ -302,27 +316,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
     def save(self, step: int) -> Path | None:
-        rng = gather_object([rng_state()]) if self.acc.num_processes > 1 else [rng_state()]
-        if not self.acc.is_main_process:
-            return None
-        model = self.acc.unwrap_model(self.model)
-        state = {"optimizer": self.optimizer.state_dict(), "rng": rng, "step": step}
-
-        def write_model(folder: Path) -> None:
-            self.task.save_pretrained(model, folder)
+        """checkpoints/step-NNNNNN, atomically: the Hub folder (main process), then every process's
+        part of Accelerate's save_state into resume/, then the rename. Collective: all processes call it."""
+        sharded = self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        full_state = self.acc.get_state_dict(self.model) if sharded else None  # gathered by every rank
+        if self.acc.is_main_process:
+            folder = begin_checkpoint(self.run_dir, step)
+            model = self.acc.unwrap_model(self.model)
+            self.task.save_pretrained(model, folder, **({"state_dict": full_state} if sharded else {}))
             if self.run_config is not None:
                 from lmprobe.model_card import write_model_card
 
                 write_model_card(folder, self.run_config, {k: v for k, v in self.last.items() if k != "step"},
                                  step, self.task.domain)
-
-        path = save_checkpoint(
-            self.run_dir, step, write_model, state,
-            info={"domain": self.task.domain, "optimizer": self.cfg.optim.name, "lr": learning_rate(
-                max(step - 1, 0), self.cfg.optim, self.cfg.train)},
-            keep=self.cfg.train.keep_checkpoints,
-        )
-        return path
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(staging_folder(self.run_dir, step) / RESUME_DIR))
+        self.acc.wait_for_everyone()
+        if not self.acc.is_main_process:
+            return None
+        lr = learning_rate(max(step - 1, 0), self.cfg.optim, self.cfg.train)
+        return commit_checkpoint(self.run_dir, step, keep=self.cfg.train.keep_checkpoints,
+                                 info={"domain": self.task.domain, "optimizer": self.cfg.optim.name, "lr": lr})
 
     def _stop_on_request(self, step: int, signal_name: str) -> None:
         """Ctrl-C or SIGTERM: save the state between two steps and stop with one line."""
@@ -407,44 +421,6 @@ class StopRequests:
         if stop and not self.signal_name:
             self.signal_name = "a stop request on another process"
         return stop
-
-
-def rng_state() -> dict[str, Any]:
-    """Every random generator training draws from: torch CPU, each CUDA device, numpy, python."""
-    import random
-
-    numpy_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
-                  "pos": int(numpy_state["state"]["pos"]), "has_gauss": int(numpy_state["has_gauss"]),
-                  "gauss": float(numpy_state["gauss"])},
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: Any) -> None:
-    """Inverse of rng_state (also accepts the bare CPU state older checkpoints hold)."""
-    import random
-
-    if isinstance(state, torch.Tensor):
-        torch.set_rng_state(state)
-        return
-    torch.set_rng_state(state["torch"])
-    numpy_state = state.get("numpy")
-    if numpy_state is not None:
-        np.random.set_state({"bit_generator": "MT19937",
-                             "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
-                             "has_gauss": numpy_state["has_gauss"], "gauss": numpy_state["gauss"]})
-    if state.get("python") is not None:
-        random.setstate(state["python"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        saved = state["cuda"]
-        if len(saved) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(saved)
 
 
 def compiled(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:

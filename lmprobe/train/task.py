@@ -56,8 +56,12 @@ class Task(Protocol):
     def load_model(self, folder: Path) -> nn.Module:
         """The model saved by `save_pretrained` in `folder` (to resume from a checkpoint)."""
 
-    def save_pretrained(self, model: nn.Module, folder: Path) -> None:
-        """Write the model (save_pretrained, safetensors) and any preprocessing it needs."""
+    def save_pretrained(self, model: nn.Module, folder: Path, state_dict: dict | None = None) -> None:
+        """Write the model (save_pretrained, safetensors) and any preprocessing it needs.
+
+        `state_dict` is passed only when training is sharded (FSDP, DeepSpeed): the full weights,
+        gathered from every process, to write instead of the model's own (a shard).
+        """
 
     def n_train(self) -> int:
         """Number of training examples the sampler draws indices from."""

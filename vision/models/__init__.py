@@ -68,12 +68,13 @@ def build_model(arch: str, n_classes: int, **options) -> nn.Module:
     return builder(n_classes=int(n_classes), **fixed, **options)
 
 
-def save_model(model: nn.Module, folder: str | os.PathLike) -> None:
-    """model.safetensors + config.json (with model_type) in folder."""
+def save_model(model: nn.Module, folder: str | os.PathLike, state_dict: dict | None = None) -> None:
+    """model.safetensors + config.json (with model_type) in folder; `state_dict`, when given, is
+    written instead of the model's own weights (the full weights of a sharded model)."""
     if getattr(getattr(model, "config", None), "model_type", None) == VIT_MODEL_TYPE:
-        save_vit(model, str(folder))
+        save_vit(model, str(folder), state_dict)
     else:
-        model.save_pretrained(str(folder))
+        model.save_pretrained(str(folder), state_dict=state_dict)
 
 
 def load_model(folder: str | os.PathLike) -> nn.Module:

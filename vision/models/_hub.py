@@ -25,11 +25,19 @@ class HubModule(nn.Module, PyTorchModelHubMixin):
 
     model_type: ClassVar[str] = ""
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, config: dict | None = None) -> None:
-        """Write model.safetensors and config.json (the init arguments plus "model_type")."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *, config: dict | None = None,
+                        state_dict: dict | None = None) -> None:
+        """Write model.safetensors and config.json (the init arguments plus "model_type");
+        `state_dict` replaces the module's own weights (a sharded model's gathered full state)."""
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
-        self._save_pretrained(folder)
+        if state_dict is None:
+            self._save_pretrained(folder)
+        else:
+            import safetensors.torch
+
+            safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+                                        str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
         config = dict(config if config is not None else (self._hub_mixin_config or {}))
         config["model_type"] = self.model_type
         (folder / CONFIG_NAME).write_text(json.dumps(config, sort_keys=True, indent=2))

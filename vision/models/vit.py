@@ -28,9 +28,9 @@ def build_vit(n_classes: int = 10, width: int = 192, n_layer: int = 6, n_head: i
     return ViTForImageClassification(config)
 
 
-def save_vit(model: ViTForImageClassification, folder: str) -> None:
+def save_vit(model: ViTForImageClassification, folder: str, state_dict: dict | None = None) -> None:
     with _quiet():
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, state_dict=state_dict)
 
 
 def load_vit(folder: str) -> ViTForImageClassification:
