@@ -131,7 +131,9 @@ class Trainer:
         chosen = None
         for step, ckpt in reversed(list_checkpoints(self.run_dir)):
             try:
-                state = load_training_state(ckpt)
+                state = load_training_state(ckpt)  # read once to find damage; load_state reads it again
+                if state["format"] == "accelerate":
+                    state["optimizer"] = None  # not held twice while load_state restores it
                 model = self._load_model(ckpt)
             except LmprobeError as err:
                 damaged.append((ckpt, str(err)))
