@@ -22,6 +22,7 @@ import numpy as np
 from lmprobe.errors import LmprobeError
 
 STEP_DTYPE = np.dtype("<i8")
+TRACE_DTYPES = ("float32", "float16")  # what TraceWriter writes (config trace.dtype); readers accept only these
 
 
 @dataclass
@@ -45,6 +46,12 @@ class TraceWriter:
     """Appends rows to run_dir/trace; `truncate_after` rewinds it for a resumed run."""
 
     def __init__(self, trace_dir: str | Path, n_examples: int, dtype: str = "float32"):
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+        if name not in TRACE_DTYPES:
+            raise LmprobeError(f"a trace is written as one of {', '.join(TRACE_DTYPES)}, not {dtype!r}")
         self.dir = Path(trace_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dtype = np.dtype(dtype).newbyteorder("<")
@@ -101,17 +108,20 @@ def has_trace(run_dir: str | Path) -> bool:
 
 
 def read_meta(meta_path: Path) -> dict:
-    """trace/meta.json, or a one-line error when it is damaged (the rows cannot be read without it)."""
+    """trace/meta.json, checked (n_examples a positive integer, dtype one TraceWriter writes), or a
+    one-line error naming the file: the rows cannot be read without it."""
+    restore = ("restore it, or delete the trace folder to replay the run's checkpoints instead "
+               '(it must read like {"n_examples": 12192, "dtype": "float32"})')
     try:
         meta = json.loads(meta_path.read_text())
-        int(meta["n_examples"])
-        np.dtype(meta["dtype"])
+        n_examples, dtype = meta["n_examples"], meta["dtype"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise LmprobeError(
-            f"{meta_path} is damaged (it must say n_examples and dtype, e.g. "
-            '{"n_examples": 12192, "dtype": "float32"}); restore it, or delete the trace folder to replay '
-            "the run's checkpoints instead"
-        ) from None
+        raise LmprobeError(f"{meta_path} is damaged (it must say n_examples and dtype); {restore}") from None
+    if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1:
+        raise LmprobeError(f"{meta_path} is damaged: n_examples is {n_examples!r}, not a positive integer; {restore}")
+    if dtype not in TRACE_DTYPES:
+        raise LmprobeError(f"{meta_path} is damaged: dtype is {dtype!r}, not one of {', '.join(TRACE_DTYPES)}; "
+                           f"{restore}")
     return meta
 
 
@@ -132,6 +142,12 @@ def read_trace_dir(trace_dir: str | Path) -> Trace:
     steps = _read_steps(steps_path)
     size = losses_path.stat().st_size if losses_path.exists() else 0
     rows_on_disk = size // (n * dtype.itemsize)
+    if rows_on_disk > len(steps) + 1:  # the writer is at most one row ahead of steps.bin: the shape is wrong
+        raise LmprobeError(
+            f"{meta_path} does not fit the trace: {losses_path.name} holds {size:,} bytes, {rows_on_disk:,} rows of "
+            f"{n:,} {dtype.name} values, but {steps_path.name} lists {len(steps):,} steps; restore meta.json "
+            f"(n_examples, dtype), or delete the trace folder to replay the run's checkpoints instead"
+        )
     rows = min(len(steps), rows_on_disk)
     incomplete = (
         size % (n * dtype.itemsize) != 0

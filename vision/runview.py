@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmprobe.analysis.view_base import RunViewBase
+from lmprobe.analysis.view_base import RunViewBase, load_checkpoint_model
 from lmprobe.errors import LmprobeError
 from lmprobe.run import Located
 from lmprobe.train.train_sample import TrainSample, hessian_indices, lookahead_indices
@@ -75,7 +75,7 @@ class VisionRunView(RunViewBase):
     def load_model(self, checkpoint: Path) -> nn.Module:
         from vision.models import load_model, n_classes_of
 
-        model = load_model(checkpoint)
+        model = load_checkpoint_model(checkpoint, load_model)
         if n_classes_of(model) != len(self.probe.class_names):
             raise LmprobeError(f"{checkpoint} classifies {n_classes_of(model)} classes but the probe has "
                                f"{len(self.probe.class_names)}; pass --data with the classes it was trained on")

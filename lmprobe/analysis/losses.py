@@ -35,6 +35,8 @@ def load_losses(view: RunView, *, neighbours: int = 8, lookahead: int = 16, look
     if located.kind == "run":
         run_dir = located.run_dir
         trace = read_trace(run_dir) if has_trace(run_dir) else None
+        if trace is not None:
+            check_trace_fits(trace, view.probe.n_examples, run_dir)
         if trace is not None and trace.n_records >= 2:
             warnings = []
             if trace.incomplete:
@@ -58,13 +60,35 @@ def load_losses(view: RunView, *, neighbours: int = 8, lookahead: int = 16, look
     return lookahead_losses(view, lookahead, lookahead_batch_size, lr, seed, progress)
 
 
+def check_trace_fits(trace, n_examples: int, run_dir: Path) -> None:
+    """A trace's rows must have one loss per probe example, or every column would be misread."""
+    if trace.n_examples != n_examples:
+        raise LmprobeError(
+            f"{run_dir / 'trace' / 'meta.json'} says n_examples {trace.n_examples:,} but the run's probe has "
+            f"{n_examples:,} examples; restore meta.json, or delete the trace folder to replay the run's checkpoints"
+        )
+
+
 def checkpoint_neighbours(view: RunView, each_side: int) -> list[tuple[int, Path]]:
     if view.run_dir is None or view.located.kind != "checkpoint":
         return []
     checkpoints = list_checkpoints(view.run_dir)
     paths = [p.resolve() for _, p in checkpoints]
+    if view.checkpoint.resolve() not in paths:
+        raise LmprobeError(incomplete_checkpoint_message(view.checkpoint, checkpoints))
     here = paths.index(view.checkpoint.resolve())
     return checkpoints[max(0, here - each_side) : here + each_side + 1]
+
+
+def incomplete_checkpoint_message(checkpoint: Path, complete: list[tuple[int, Path]]) -> str:
+    """`checkpoint` sits in a run's checkpoints/ but is not listed among them (no lmprobe.json)."""
+    from lmprobe.train.checkpoint import INFO_FILE
+
+    what = f"{checkpoint} is an incomplete checkpoint (it has no {INFO_FILE}, so the run does not list it)"
+    if not complete:
+        return f"{what} and the run has no complete checkpoint; mine the run itself if it recorded a trace"
+    names = ", ".join(path.name for _, path in complete)
+    return f"{what}; use a complete one instead ({names}), e.g. {complete[-1][1]}"
 
 
 def lookahead_losses(view: RunView, k: int, batch_size: int, lr: float | None, seed: int,

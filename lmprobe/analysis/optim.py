@@ -20,12 +20,12 @@ def run_optim_config(run_dir) -> OptimConfig:
 
 def restore_optimizer(view, model: nn.Module) -> tuple[Any, float | None]:
     """The run's optimizer with its state at `view.checkpoint` (None if not saved) and the lr then (None if unknown)."""
-    from lmprobe.train.checkpoint import INFO_FILE, has_training_state, load_training_state, read_info
+    from lmprobe.train.checkpoint import INFO_FILE, has_training_state, load_training_state
     from lmprobe.train.optim import build_optimizer
 
     if view.run_dir is None:
         return None, None
-    lr = read_info(view.checkpoint).get("lr") if (view.checkpoint / INFO_FILE).is_file() else None
+    lr = saved_lr(view.checkpoint) if (view.checkpoint / INFO_FILE).is_file() else None
     if not has_training_state(view.checkpoint):
         return None, lr
     optimizer = build_optimizer(model, run_optim_config(view.run_dir))
@@ -38,3 +38,18 @@ def restore_optimizer(view, model: nn.Module) -> tuple[Any, float | None]:
     except (KeyError, ValueError) as exc:
         raise LmprobeError(f"optimizer state in {view.checkpoint} does not fit the model: {exc}") from None
     return optimizer, lr
+
+
+def saved_lr(checkpoint) -> float | None:
+    """The learning rate a checkpoint's lmprobe.json records (None if it records none), or a one-line error."""
+    from lmprobe.train.checkpoint import INFO_FILE, read_info
+
+    try:
+        lr = read_info(checkpoint).get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
+            raise ValueError(f"lr is {lr!r}")
+    except (OSError, ValueError, AttributeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise LmprobeError(f"{checkpoint / INFO_FILE} is damaged ({reason}); restore it, or analyse "
+                           f"another checkpoint") from None
+    return None if lr is None else float(lr)

@@ -3,14 +3,56 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lmprobe.errors import LmprobeError
 from lmprobe.run import Located
 from lmprobe.train.task import Batch, ProbeSet
 from lmprobe.train.alignment import ALIGN_GROUPINGS, ALIGN_KEY, align_label, alignment_keys
 from lmprobe.train.train_sample import TrainSample, read_train_sample, rebatch
+
+
+def load_checkpoint_model(checkpoint: Path, load: Callable[[Path], Any]) -> Any:
+    """`load(checkpoint)`, or a one-line error naming the checkpoint when its files are damaged
+    (a truncated model.safetensors, random bytes, a broken config.json) and saying what to use instead.
+
+    A run's checkpoint is worded like the trainer's resume, which sets such a checkpoint aside as NAME.damaged."""
+    try:
+        return load(checkpoint)
+    except (LmprobeError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, JSON/ValueError, unpickling
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        checkpoint = Path(checkpoint)
+        if _run_of(checkpoint) is None:
+            raise LmprobeError(f"could not load a model from {checkpoint} ({reason}); check that it is a complete "
+                               f"save_pretrained folder (config.json and its weights), or restore it") from None
+        raise LmprobeError(f"checkpoint {checkpoint} has a damaged model ({reason}); "
+                           f"{_instead_of_damaged(checkpoint)}") from None
+
+
+def _run_of(checkpoint: Path) -> Path | None:
+    """The run directory a RUN/checkpoints/step-NNNNNN folder belongs to (None for a lone folder)."""
+    from lmprobe.train.checkpoint import CHECKPOINT_RE
+
+    in_run = CHECKPOINT_RE.match(checkpoint.name) and checkpoint.parent.name == "checkpoints"
+    return checkpoint.parent.parent if in_run else None
+
+
+def _instead_of_damaged(checkpoint: Path) -> str:
+    """Advice for a run's damaged checkpoint: set it aside, or analyse another (an earlier one if any)."""
+    from lmprobe.train.checkpoint import CHECKPOINT_RE, list_checkpoints
+
+    step = int(CHECKPOINT_RE.match(checkpoint.name).group(1))
+    others = [(s, path) for s, path in list_checkpoints(_run_of(checkpoint)) if path.resolve() != checkpoint.resolve()]
+    aside = f"move it aside (e.g. rename it to {checkpoint.name}.damaged, as a resume does)"
+    if not others:
+        return f"{aside}; the run has no other complete checkpoint"
+    earlier = [path for s, path in others if s < step]
+    other = earlier[-1] if earlier else others[-1][1]
+    return f"{aside} so the run's other checkpoints are used, or analyse another checkpoint (e.g. {other})"
 
 
 class RunViewBase:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 
 import numpy as np
 
@@ -52,14 +54,61 @@ def positive(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> int:
+    """argparse type: an integer >= 0, with a one-line error otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a learning rate, a tolerance), with a one-line error otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def check_output_file(path: str | None, option: str, example: str) -> None:
+    """Before any work: an output FILE path must not be a folder, and its folder must exist."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise LmprobeError(f"{option} {path} is a folder; give a file path, e.g. {target / example}")
+    if not target.resolve().parent.is_dir():
+        raise LmprobeError(f"{option} {path}: folder {target.parent} does not exist; create it or choose another path")
+
+
+def check_output_folder(path: str | Path, option: str) -> None:
+    """Before any work: an output FOLDER (created if missing) must not be, or lie inside, a file."""
+    target = Path(path)
+    for place in (target, *target.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "is a file" if place == target else f"lies inside {place}, which is a file"
+                raise LmprobeError(f"{option} {path} {what}; give a folder")
+            return
+
+
 def stderr_progress(what: str):
-    """Progress goes to stderr, so --json output on stdout stays clean."""
+    """Progress goes to stderr, so --json output on stdout stays clean. On a terminal (rich's test,
+    the one the trainer's progress bar goes by) one line is rewritten in place; otherwise (a log
+    file, a pipe, CI) each update is a line of its own."""
     from rich.console import Console
 
     stderr = Console(stderr=True)
 
     def report(done: int, total: int) -> None:
-        stderr.print(f"{what}: {done}/{total}", end="\r" if done < total else "\n", highlight=False)
+        end = "\r" if stderr.is_terminal and done < total else "\n"
+        stderr.print(f"{what}: {done}/{total}", end=end, highlight=False, soft_wrap=True)
 
     return report
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 
-from lmprobe.commands.common import add_path_arguments, open_path, parse_steps, positive, stderr_progress, warn
+from lmprobe.commands.common import (add_path_arguments, open_path, parse_steps, positive, positive_float,
+                                     stderr_progress, warn)
 from lmprobe.errors import LmprobeError
 
 
@@ -31,7 +32,7 @@ def add_parser(subparsers) -> None:
                    help="spike rule: rolling median/MAD z (mad), OLMo 2's 7 sd rule (olmo), grad-norm ratio (ratio)")
     p.add_argument("--series", default="loss", help="what spikes are found in: a metrics.jsonl key (loss, "
                                                     "grad_norm, ...) or 'probe' (the trace's mean loss)")
-    p.add_argument("--z", type=float, default=None, help="spike threshold (default: the detector's)")
+    p.add_argument("--z", type=positive_float, default=None, help="spike threshold (default: the detector's)")
     p.add_argument("--top", type=positive, default=5, help="groups and pairs per event, and probe events")
     p.add_argument("--steps", metavar="A:B", help="only trace records with A <= step <= B")
     p.add_argument("--min-size", type=positive, default=5, help="smallest group considered")
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace, console) -> int:
                            "metrics.jsonl (the folder cli/train_*.py wrote)")
     if args.replay is not None:
         return replay(args, view, console)
+    from lmprobe.analysis.losses import check_trace_fits
     from lmprobe.events import find_events
     from lmprobe.report.events_table import events_json_text, render_events
     from lmprobe.trace import has_trace, read_trace
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace, console) -> int:
     if metrics is None:
         warn(f"{metrics_path} is missing: spikes are looked for in the probe's mean loss")
     trace = read_trace(run_dir)
+    check_trace_fits(trace, view.probe.n_examples, run_dir)
     if trace.incomplete:
         warn("the trace ends in a partial row (a run cut short); it was left out")
     keys = view.keys()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmprobe.commands.common import add_path_arguments, open_path, parse_steps, positive, warn
+from lmprobe.commands.common import add_path_arguments, check_output_folder, open_path, parse_steps, positive, warn
 from lmprobe.errors import LmprobeError
 
 
@@ -42,14 +42,13 @@ def run(args: argparse.Namespace, console) -> int:
     view = open_path(args)
     if view.located.kind != "run":
         raise LmprobeError(f"{view.checkpoint} is a checkpoint; `lmprobe examples` reads a run's trace: give its run directory")
+    out = Path(args.out) if args.out else view.run_dir / "examples"
+    check_output_folder(out, "--out")
     matrix = load_losses(view)
     for message in matrix.warnings:
         warn(message)
     stats = example_statistics(matrix.losses, matrix.steps, window=parse_steps(args.steps))
     keys = view.keys()
-    out = Path(args.out) if args.out else view.run_dir / "examples"
-    if out.exists() and not out.is_dir():
-        raise LmprobeError(f"--out {out} is a file; give a folder")
     written = [write_parquet(stats, out / "examples.parquet", keys=keys), data_map_figure(stats, out / "data_map.png")]
     if args.json:
         print(examples_to_json(stats, view.describe, view.key_label, keys, args.top, by=args.by, indent=1))

@@ -11,10 +11,9 @@ PATH may be
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from lmprobe.errors import LmprobeError
-from lmprobe.commands.common import add_path_arguments, open_path, parse_steps, positive, stderr_progress, warn
+from lmprobe.commands.common import (add_path_arguments, check_output_file, non_negative, open_path, parse_steps,
+                                     positive, positive_float, stderr_progress, warn)
 
 
 def add_parser(subparsers) -> None:
@@ -31,9 +30,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--csv", metavar="FILE", help="also write one row per opposing pair to FILE")
     p.add_argument("--data", help="probe source for a checkpoint outside a run (text: sample, a file or folder)")
-    p.add_argument("--neighbours", type=int, default=8, help="checkpoints each side of PATH to replay")
+    p.add_argument("--neighbours", type=non_negative, default=8, help="checkpoints each side of PATH to replay")
     p.add_argument("--lookahead", type=positive, default=16, help="lookahead steps for a lone checkpoint")
-    p.add_argument("--lr", type=float, default=None, help="lookahead learning rate (default: the run's)")
+    p.add_argument("--lr", type=positive_float, default=None, help="lookahead learning rate (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
 
@@ -44,8 +43,7 @@ def run(args: argparse.Namespace, console) -> int:
     from lmprobe.report.mining_table import render, to_csv, to_json
 
     window = parse_steps(args.steps)
-    if args.csv and not Path(args.csv).resolve().parent.is_dir():
-        raise LmprobeError(f"--csv {args.csv}: folder {Path(args.csv).parent} does not exist; create it or choose another path")
+    check_output_file(args.csv, "--csv", "pairs.csv")
     view = open_path(args, args.data)
     matrix = load_losses(view, neighbours=args.neighbours, lookahead=args.lookahead, lr=args.lr,
                          seed=args.seed, progress=stderr_progress)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmprobe.commands.common import add_path_arguments, open_path, parse_steps, positive
+from lmprobe.commands.common import add_path_arguments, check_output_folder, open_path, parse_steps, positive
 from lmprobe.errors import LmprobeError
 
 
@@ -35,8 +35,7 @@ def run(args: argparse.Namespace, console) -> int:
     if view.located.kind != "run":
         raise LmprobeError(f"{view.checkpoint} is a checkpoint; `lmprobe plot` draws a whole run: give its run directory")
     out = Path(args.out) if args.out else view.run_dir / "figures"
-    if out.exists() and not out.is_dir():
-        raise LmprobeError(f"--out {out} is a file; give a folder for the figures")
+    check_output_folder(out, "--out")
     written = [figures.training_curves(read_metrics(view.run_dir / "metrics.jsonl"), out / "training.png")]
     matrix = load_losses(view)
     by = args.by if args.by and args.by != "cluster" else view.groupings[0]

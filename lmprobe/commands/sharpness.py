@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lmprobe.commands.common import add_path_arguments, open_path, positive
+from lmprobe.commands.common import add_path_arguments, open_path, positive, positive_float
 from lmprobe.errors import LmprobeError
 
 
@@ -23,8 +23,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batches", type=positive, help="fixed batches the loss is averaged over (default: the hook's)")
     p.add_argument("--batch-size", type=positive, help="examples per batch (default: the hook's)")
     p.add_argument("--data", help="draw batches from this source (a checkpoint outside a run)")
-    p.add_argument("--lr", type=float, help="learning rate for the thresholds (default: the checkpoint's)")
-    p.add_argument("--tol", type=float, default=1e-3, help="relative accuracy wanted (certified by the residual)")
+    p.add_argument("--lr", type=positive_float, help="learning rate for the thresholds (default: the checkpoint's)")
+    p.add_argument("--tol", type=positive_float, default=1e-3,
+                   help="relative accuracy wanted (certified by the residual)")
     p.add_argument("--max-iter", type=positive, default=60, help="most Hessian-vector products per solve")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=run)
@@ -41,6 +42,9 @@ def run(args: argparse.Namespace, console) -> int:
     model = view.load_model(view.checkpoint)
     batches = view.hessian_batches(args.batches, args.batch_size)
     optimizer, lr = restore_optimizer(view, model)
+    if args.lr is None and lr is not None and not lr > 0:
+        raise LmprobeError(f"{view.checkpoint} was saved at learning rate {lr} (the end of its schedule?), where "
+                           f"the stability thresholds (2/lr, ...) are undefined; pass --lr LR to quote them at")
     lr = args.lr if args.lr is not None else lr
     report = measure_sharpness(model, view.loss, batches, k=args.k, block=args.block, optimizer=optimizer,
                                lr=lr, tol=args.tol, max_iter=args.max_iter)

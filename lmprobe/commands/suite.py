@@ -17,7 +17,7 @@ import argparse
 import dataclasses
 import json
 
-from lmprobe.commands.common import positive, warn
+from lmprobe.commands.common import check_output_folder, positive, warn
 from lmprobe.errors import LmprobeError
 
 
@@ -79,6 +79,7 @@ def build(args: argparse.Namespace, accelerator):
     from lmprobe.suites import SuiteOptions, build_suite, hub_series, local_series
     from lmprobe.suites.series import parse_step_list
 
+    check_output_folder(args.out, "--out")
     steps = parse_step_list(args.steps)
     if args.model:
         if not args.revisions:

@@ -85,13 +85,14 @@ class Stepper:
     Accelerate, trace and logging (one process)."""
 
     def __init__(self, task, cfg, checkpoint: Path, checkpoint_step: int):
+        from lmprobe.analysis.view_base import load_checkpoint_model
         from lmprobe.train.checkpoint import load_training_state
         from lmprobe.train.optim import build_optimizer
         from lmprobe.train.sampler import StepSampler
 
         self.task, self.cfg = task, cfg
         state = load_training_state(checkpoint)
-        self.model = self.task.load_model(checkpoint)
+        self.model = load_checkpoint_model(checkpoint, self.task.load_model)
         self.optimizer = build_optimizer(self.model, self.cfg.optim)
         if state["optimizer"] is None:
             raise LmprobeError(f"the optimizer state in {checkpoint} is sharded (FSDP); replay runs on one process"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 import torch.distributed as dist
 from torch import nn
 
+from lmprobe.errors import LmprobeError
 from lmprobe.hessian.lanczos import lanczos
 from lmprobe.hessian.operator import HessianOperator, LinearOperator, LossFn
 from lmprobe.hessian.optimizers import group_lr, is_adam, unwrap_optimizer
@@ -56,6 +58,7 @@ def sharpness_problem(
     )
     if lr is None and optimizer is not None:
         lr = group_lr(unwrap_optimizer(optimizer).param_groups[0])
+    check_lr(lr)
     preconditioned = None
     if optimizer is not None and is_adam(optimizer):  # read before the costly part: fail fast on missing state
         named = list(zip(operator.param_names, operator.params))
@@ -66,6 +69,32 @@ def sharpness_problem(
     else:
         stability = StabilityThreshold(gd_threshold(lr), "gd") if lr else None
     return SharpnessProblem(operator, preconditioned, lr, stability, block)
+
+
+def check_lr(lr: float | None) -> None:
+    """The thresholds (2/lr, 38/lr, ...) and Adam's preconditioner need a positive, finite lr."""
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise LmprobeError(f"the learning rate is {lr}, but the stability thresholds (2/lr, ...) and Adam's "
+                           f"preconditioner need a positive finite one; pass the lr to quote them at")
+
+
+def check_solver_settings(k: int, tol: float, max_iter: int) -> None:
+    """What every top-k solve needs: k and max_iter at least 1, tol a positive relative accuracy."""
+    if k < 1:
+        raise LmprobeError(f"k must be at least 1 eigenvalue, got {k}")
+    if not (math.isfinite(tol) and tol > 0):
+        raise LmprobeError(f"tol must be a positive relative accuracy (e.g. 1e-3), got {tol}; at {tol} no "
+                           f"eigenvalue can ever be certified")
+    if max_iter < 1:
+        raise LmprobeError(f"max_iter must be at least 1 Hessian-vector product, got {max_iter}")
+
+
+def check_k_within(k: int, operator: LinearOperator, block: str | None) -> None:
+    """A Hessian over n parameters has n eigenvalues: refuse more (Lanczos would quietly return n)."""
+    if k > operator.dim:
+        where = f"block {block!r}" if block else "the model"
+        raise LmprobeError(f"k={k} eigenvalues asked of {where}, which has only {operator.dim:,} parameters "
+                           f"(so {operator.dim:,} eigenvalues); ask for at most {operator.dim:,} (--k)")
 
 
 def solve_and_report(problem: SharpnessProblem, solve: Solver, start: float) -> dict[str, Any]:
@@ -140,10 +169,12 @@ def measure_sharpness(
     For a measurement every step, `SharpnessTracker` returns the same dict for far fewer products.
     """
     start = time.perf_counter()
+    check_solver_settings(k, tol, max_iter)
     problem = sharpness_problem(
         model, loss_fn, batches, block=block, optimizer=optimizer, lr=lr, train=train,
         cache_graph=cache_graph, process_group=process_group,
     )
+    check_k_within(k, problem.operator, block)
 
     def solve(kind: str, operator: LinearOperator) -> EigenResult:
         return lanczos(operator, k, max_iter=max_iter, tol=tol, seed=seed, return_eigenvectors=False)

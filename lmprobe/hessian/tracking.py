@@ -37,7 +37,8 @@ from lmprobe.errors import LmprobeError
 from lmprobe.hessian.lanczos import lanczos
 from lmprobe.hessian.operator import LinearOperator, LossFn
 from lmprobe.hessian.results import EigenResult, seeded_vector
-from lmprobe.hessian.sharpness import SharpnessProblem, sharpness_problem, solve_and_report
+from lmprobe.hessian.sharpness import (SharpnessProblem, check_k_within, check_solver_settings, sharpness_problem,
+                                       solve_and_report)
 
 KINDS = ("plain", "preconditioned")
 # A guard vector joins the start only when its Ritz value was within this fraction of the lowest
@@ -74,6 +75,7 @@ class SharpnessTracker:
     ) -> None:
         if k < 1 or max_k < k:
             raise LmprobeError(f"SharpnessTracker needs 1 <= k <= max_k, got k={k}, max_k={max_k}; fix k or max_k")
+        check_solver_settings(k, tol, max_iter)
         if follow_above is not None and not follow_above > 0:
             raise LmprobeError(f"follow_above must be a positive fraction of the threshold, got {follow_above}")
         if refresh_every is not None and refresh_every < 1:
@@ -114,6 +116,7 @@ class SharpnessTracker:
             model, loss_fn, batches, block=self.block, optimizer=optimizer, lr=lr, train=self.train,
             cache_graph=self.cache_graph, process_group=self.process_group,
         )
+        check_k_within(self.k, problem.operator, self.block)
         if self.refresh_every is not None and self.n_measurements % self.refresh_every == 0:
             self.reset()
         if any(v.shape[0] != problem.operator.dim for v in self._vectors.values()):

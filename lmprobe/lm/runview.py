@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmprobe.analysis.view_base import RunViewBase
+from lmprobe.analysis.view_base import RunViewBase, load_checkpoint_model
 from lmprobe.errors import LmprobeError
 from lmprobe.lm.display import visible_token
 from lmprobe.lm.losses import lm_loss
@@ -82,10 +82,8 @@ class LMRunView(RunViewBase):
     def load_model(self, checkpoint: Path) -> nn.Module:
         from transformers import AutoModelForCausalLM
 
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(checkpoint), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise LmprobeError(f"could not load a model from {checkpoint}: {str(exc).splitlines()[0]}") from None
+        model = load_checkpoint_model(
+            checkpoint, lambda folder: AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True))
         check_vocab(model, self.probe, str(checkpoint))
         return model.eval()
 
@@ -98,13 +96,18 @@ def load_tokenizer_from(folder: str | Path):
 
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise LmprobeError(f"no tokenizer could be loaded from {folder}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - missing files, and a damaged config.json fails in many ways
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise LmprobeError(f"no tokenizer could be loaded from {folder}: {reason}") from None
 
 
 def model_positions(checkpoint: Path) -> int:
-    config = json.loads((checkpoint / "config.json").read_text())
-    return int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
+    try:
+        config = json.loads((checkpoint / "config.json").read_text())
+        return int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise LmprobeError(f"{checkpoint / 'config.json'} is damaged ({reason}); restore it") from None
 
 
 def check_vocab(model: nn.Module, probe: TextProbe, where: str) -> None:
