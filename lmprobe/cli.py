@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, OneLineArgumentParser, one_line_warnings, os_error_message
 
 
 def build_parser() -> argparse.ArgumentParser:
     from lmprobe import __version__
     from lmprobe.commands import events, examples, mine, plot, push, sharpness, suite
 
-    parser = argparse.ArgumentParser(prog="lmprobe", description="Opposing signals and sharpness in training runs.")
+    parser = OneLineArgumentParser(prog="lmprobe", description="Opposing signals and sharpness in training runs.")
     parser.add_argument("--version", action="version", version=f"lmprobe {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in (mine, sharpness, plot, examples, events, suite, push):
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    one_line_warnings()
     args = build_parser().parse_args(argv)
     from rich.console import Console
 
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, console)
     except LmprobeError as err:
         errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
+    except OSError as exc:  # a read-only run directory, a full disk: one line, not a traceback
+        errors.print(f"[bold red]error:[/] {os_error_message(exc)}", highlight=False, soft_wrap=True)
         return 2
 
 

@@ -32,10 +32,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def accelerate_two_processes(*args: str, timeout: int = 300):
-    """`accelerate launch ARGS` on 2 CPU processes (gloo), as DESIGN.md prescribes, on a free port
-    (a fixed one can still be held by the previous launch); fails with its stderr."""
-    import subprocess
+def two_process_launch(*args: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `accelerate launch ARGS` on 2 CPU processes (gloo), as
+    DESIGN.md prescribes, on a free port (a fixed one can still be held by the previous launch)."""
     import sys
 
     repo = str(Path(__file__).resolve().parent.parent)
@@ -44,6 +43,14 @@ def accelerate_two_processes(*args: str, timeout: int = 300):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(free_port()), *args]
+    return cmd, env
+
+
+def accelerate_two_processes(*args: str, timeout: int = 300):
+    """Run `accelerate launch ARGS` on 2 CPU processes; fails with its stderr."""
+    import subprocess
+
+    cmd, env = two_process_launch(*args)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done

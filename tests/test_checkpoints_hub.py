@@ -61,17 +61,23 @@ def test_pipeline_generates_up_to_the_context_and_truncates_longer_prompts(last_
     generate = pipeline("text-generation", model=str(last_checkpoint), tokenizer=tokenizer)
     words = " ".join(["the"] * 200)
     ids = tokenizer(words, add_special_tokens=False)["input_ids"]
-    prompt = tokenizer.decode(ids[:28])  # nearly fills the 32 positions
-    assert len(tokenizer(prompt)["input_ids"]) == 28
-    out = generate(prompt, max_new_tokens=4, do_sample=False, return_full_text=False)
-    assert len(tokenizer(out[0]["generated_text"])["input_ids"]) >= 1
-    # a prompt longer than the context: the tokenizer knows the limit and keeps the end of the prompt
+
+    def new_tokens(prompt_length: int, **kwargs) -> int:
+        out = generate(tokenizer.decode(ids[:prompt_length]), do_sample=False, return_full_text=False, **kwargs)
+        return len(tokenizer(out[0]["generated_text"], add_special_tokens=False)["input_ids"])
+
+    # the pipeline's defaults (256 new tokens) stop where the 32 positions end
+    assert 1 <= new_tokens(10) <= 22
+    assert 1 <= new_tokens(28) <= 4  # a prompt that nearly fills the context
+    assert new_tokens(28, max_new_tokens=4) >= 1
+    # a prompt longer than the context: a message naming the limit, not an index error
+    with pytest.raises(ValueError, match="max_length"):
+        new_tokens(40)
+    # the tokenizer knows the limit and keeps the end of the prompt; "hole" makes room for new tokens
     long_prompt = tokenizer.decode(ids[:100])
     truncated = tokenizer(long_prompt, truncation=True)["input_ids"]
     assert len(truncated) == 32 and truncated == tokenizer(long_prompt)["input_ids"][-32:]
-    out = generate(long_prompt, max_new_tokens=4, do_sample=False, handle_long_generation="hole",
-                   return_full_text=False)
-    assert isinstance(out[0]["generated_text"], str)
+    assert new_tokens(100, max_new_tokens=4, handle_long_generation="hole") >= 1
 
 
 def test_checkpoint_loads_through_the_run_view(tiny_run, last_checkpoint):

@@ -48,12 +48,40 @@ def _records(run: Path) -> list[dict]:
     ("train.batch_size=0", "train.batch_size=0"),
     ("optim.lr=-0.1", "optim.lr=-0.1"),
     ("train.eval_batches=0", "train.eval_batches=0"),
+    ("optim.lr=.nan", "must be a finite number"),
+    ("trace.batch_size=0", "trace.batch_size=0"),
+    ("train.log_every=-1", "train.log_every=-1 must not be negative"),
+    ("trace.every=-2", "trace.every=-2"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints=0"),
 ])
 def test_impossible_values_are_refused_before_any_directory(override, message, tiny_config, tmp_path, capsys):
     err = _fails(["--config", str(tiny_config), "--name", "bad", "--no-progress", f"out_dir={tmp_path}",
                   override], capsys)
     assert message in err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("argv", [["sharpness", "RUN", "--k", "0"], ["sharpness", "RUN", "--max-iter", "0"],
+                                  ["mine", "RUN", "--top", "0"], ["no-such-command"], ["train", "--bogus"]])
+def test_usage_mistakes_are_one_line(argv, tiny_run, capsys):
+    from lmprobe.cli import main as lmprobe_main
+
+    argv = [str(tiny_run) if a == "RUN" else a for a in argv]
+    with pytest.raises(SystemExit) as done:
+        main(argv[1:]) if argv[0] == "train" else lmprobe_main(argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "--help" in err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trace.n_sequences=100000", "trace.n_sequences=100000 but the held-out split has"),
+    ("trace.positions_per_sequence=500", "trace.positions_per_sequence=500 but a block has 31"),
+])
+def test_a_probe_larger_than_the_data_is_refused_not_capped(override, message, tiny_config, tmp_path, capsys):
+    err = _fails(["--config", str(tiny_config), "--name", "big", "--no-progress", f"out_dir={tmp_path}", override],
+                 capsys)
+    assert message in err and not (tmp_path / "big").exists()
 
 
 def test_a_start_that_fails_late_removes_its_directory(tiny_config, tmp_path, capsys, monkeypatch):
@@ -123,10 +151,62 @@ def test_resume_keeps_run_files_and_an_allowed_change_is_recorded(tiny_run, tmp_
     assert '"train.log_every": {"was": 2, "now": 4}' in (run / "config_changes.jsonl").read_text()
 
 
-def test_a_malformed_metrics_line_loses_nothing_after_it(tiny_run, tmp_path, one_thread):
+def test_a_full_disk_mid_run_is_one_line_and_the_run_resumes(tiny_config, tiny_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import lmprobe.train.loop as loop
+
+    commit = loop.commit_checkpoint
+
+    def full_at_step_8(run_dir, step, *args, **kwargs):
+        if step == 8:
+            raise OSError(errno.ENOSPC, "No space left on device", str(run_dir))
+        return commit(run_dir, step, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "commit_checkpoint", full_at_step_8)
+    err = _fails(["--config", str(tiny_config), "--name", "full", "--no-progress", f"out_dir={tmp_path}"], capsys)
+    assert "No space left on device" in err and "--resume" in err
+    run = tmp_path / "full"
+    assert [s for s, _ in list_checkpoints(run)] == [4]  # kept: it has trained
+    monkeypatch.setattr(loop, "commit_checkpoint", commit)
+    assert main(["--resume", str(run), "--no-progress"]) == 0
+    assert _records(run) == _records(tiny_run)
+    np.testing.assert_array_equal(np.asarray(read_trace(run).losses), np.asarray(read_trace(tiny_run).losses))
+
+
+def test_a_read_only_run_directory_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
+    """Root ignores chmod, so the refusal a read-only mount gives is simulated where it happens."""
+    import errno
+
+    from lmprobe.cli import main as lmprobe_main
+
+    run = _copy(tiny_run, tmp_path)
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self.path))
+
+    monkeypatch.setattr(RunLock, "acquire", read_only)
+    err = _fails(["--resume", str(run), "--no-progress"], capsys)
+    assert "Read-only file system" in err and ".lock" in err
+
+    real_mkdir = Path.mkdir
+
+    def no_new_folders(self, *args, **kwargs):
+        if str(self).startswith(str(run)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", no_new_folders)
+    assert lmprobe_main(["plot", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Read-only file system" in err
+
+
+@pytest.mark.parametrize("bad_line", ['{"step": 5, "lo', '{"step": null, "loss": 1}', '[1, 2]'])
+def test_a_malformed_metrics_line_loses_nothing_after_it(bad_line, tiny_run, tmp_path, one_thread):
     run = _copy(tiny_run, tmp_path)
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    (run / "metrics.jsonl").write_text("\n".join(lines[:2] + ['{"step": 5, "lo'] + lines[2:]) + "\n")
+    (run / "metrics.jsonl").write_text("\n".join(lines[:2] + [bad_line] + lines[2:]) + "\n")
     with pytest.warns(UserWarning, match="malformed"):
         assert main(["--resume", str(run), "--no-progress"]) == 0
     assert _records(run) == _records(tiny_run)
@@ -184,6 +264,47 @@ def test_sigterm_saves_and_stops_with_one_line_then_resumes_identically(tiny_con
     assert main(["--resume", str(run), "--no-progress"]) == 0
     np.testing.assert_array_equal(np.asarray(read_trace(run).losses), np.asarray(read_trace(tiny_run).losses))
     assert _records(run) == _records(tiny_run)
+
+
+def _kill_processes_mentioning(text: str) -> None:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
+def test_killing_the_launcher_stops_its_workers_with_a_checkpoint(tiny_config, tmp_path):
+    """SIGKILL of `accelerate launch` leaves its workers re-parented: they save and stop at the next
+    step instead of training on as orphans that hold the run lock."""
+    from lmprobe.errors import LmprobeError
+    from tests.conftest import two_process_launch
+
+    cmd, env = two_process_launch(str(ROOT / "cli" / "train_lm.py"), "--config", str(tiny_config), "--name",
+                                  "orphan", "--no-progress", f"out_dir={tmp_path}", "train.steps=100000")
+    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # no pipes: orphans would hold them open
+    run = tmp_path / "orphan"
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step-000004").exists():
+        assert launcher.poll() is None and time.time() < deadline, "the run never reached its first checkpoint"
+        time.sleep(0.05)
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 60
+    while True:  # the lock frees when the last worker exits
+        try:
+            RunLock(run).acquire().release()
+            break
+        except LmprobeError:
+            if time.time() > deadline:
+                _kill_processes_mentioning(str(tmp_path))  # torch elastic gives workers their own session
+                pytest.fail("the workers trained on after their launcher was killed")
+            time.sleep(0.2)
+    stopped = list_checkpoints(run)[-1][0]
+    assert stopped > 4 and stopped < 100000
+    assert max(r["step"] for r in read_metrics(run / "metrics.jsonl")) <= stopped
 
 
 # ----------------------------------------------------------------------------- optimiser state

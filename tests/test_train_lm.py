@@ -180,6 +180,13 @@ def test_divergence_stops_saves_and_names_the_step(tiny_config, tmp_path, capsys
     assert [s for s, _ in list_checkpoints(run)] == [1]
     assert read_metrics(run / "metrics.jsonl")[-1]["stopped"].startswith("non-finite loss")
     assert read_trace(run).steps.tolist() == [0]
+    # the advice is a command that is accepted (here the weights at step 1 are already past saving,
+    # so it stops again); retries record the stop once
+    assert f"--resume {run} --allow-config-change optim.lr=" in err
+    _fails(["--resume", str(run), "--no-progress"], capsys)
+    again = _fails(["--resume", str(run), "--no-progress", "--allow-config-change", "optim.lr=1e-3"], capsys)
+    assert "at step 2" in again
+    assert sum("stopped" in r for r in read_metrics(run / "metrics.jsonl")) == 1
 
 
 # ----------------------------------------------------------------------------- optimisers
@@ -212,6 +219,14 @@ def test_full_batch_gd_and_sgd_with_momentum_log_sharpness(tiny_config, tmp_path
                      "sharpness.every=4", "sharpness.batch_size=4", "sharpness.block=transformer.h.0")
     record = [m for m in read_metrics(sgd / "metrics.jsonl") if "sharpness" in m][-1]
     assert record["sharpness_threshold"] == pytest.approx((1 + 0.9) * record["two_over_lr"])  # (2+2b)/lr
+
+
+def test_at_lr_zero_sharpness_is_skipped_not_a_crash(tiny_config, tmp_path):
+    """lr 0 has no 2/lr to compare with (and Adam's preconditioner divides by it): the hook skips it."""
+    run = _short_run(tiny_config, tmp_path, "still", "optim.lr=0", "sharpness.every=2", "sharpness.batch_size=4",
+                     "sharpness.block=transformer.h.0")
+    records = read_metrics(run / "metrics.jsonl")
+    assert records[-1]["step"] == 4 and not any("sharpness" in r for r in records)
 
 
 def test_adam_logs_preconditioned_sharpness(tiny_config, tmp_path):

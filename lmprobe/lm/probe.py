@@ -37,7 +37,16 @@ class TextProbe:
     ) -> "TextProbe":
         """Seeded choice of validation sequences and, optionally, positions within them."""
         rng = np.random.default_rng([seed, 0x9E0B])
-        n_seq = min(n_sequences, len(val_blocks))
+        block_positions = val_blocks.shape[1] - 1 if val_blocks.ndim == 2 else 0
+        if not 1 <= n_sequences <= len(val_blocks):
+            raise LmprobeError(
+                f"trace.n_sequences={n_sequences} but the held-out split has {len(val_blocks)} blocks; use 1 to "
+                f"{len(val_blocks)} (or hold out more: data.val_fraction, data.max_tokens)")
+        if positions_per_sequence is not None and not 1 <= positions_per_sequence <= block_positions:
+            raise LmprobeError(
+                f"trace.positions_per_sequence={positions_per_sequence} but a block has {block_positions} target "
+                f"positions; use 1 to {block_positions} (or null for all)")
+        n_seq = n_sequences
         rows = np.sort(rng.choice(len(val_blocks), size=n_seq, replace=False))
         sequences = np.ascontiguousarray(val_blocks[rows], dtype=np.int32)
         block = sequences.shape[1]

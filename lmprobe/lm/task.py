@@ -99,20 +99,27 @@ def save_publishable(model: nn.Module, tokenizer, folder: Path, state_dict: dict
     """save_pretrained a folder the Hub and `pipeline("text-generation")` take as it is.
 
     Training calls the model with use_cache=False; the saved config says use_cache=true so that
-    generation reuses its key/value cache (twice as fast), and the generation config knows the pad token.
+    generation reuses its key/value cache (twice as fast). The generation config knows the pad
+    token and stops at the model's positions (max_length = n_positions): without it the pipeline's
+    default of 256 new tokens runs past the position table into an IndexError, and a prompt longer
+    than the context gets transformers' message naming max_length instead.
     """
     config, generation = model.config, getattr(model, "generation_config", None)
-    saved = config.use_cache, (generation.pad_token_id if generation is not None else None)
+    if generation is None:
+        model.save_pretrained(folder, state_dict=state_dict)
+        tokenizer.save_pretrained(folder)
+        return
+    published = {"pad_token_id": tokenizer.pad_token_id, "use_cache": True, "max_length": config.n_positions}
+    saved = config.use_cache, {key: getattr(generation, key) for key in published}
     config.use_cache = True
-    if generation is not None:
-        generation.pad_token_id = tokenizer.pad_token_id
-        generation.use_cache = True
+    for key, value in published.items():
+        setattr(generation, key, value)
     try:
         model.save_pretrained(folder, state_dict=state_dict)
     finally:
         config.use_cache = saved[0]
-        if generation is not None:
-            generation.pad_token_id = saved[1]
+        for key, value in saved[1].items():
+            setattr(generation, key, value)
     tokenizer.save_pretrained(folder)
 
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from lmprobe.domain import Domain, get_domain
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, OneLineArgumentParser, one_line_warnings, os_error_message
 from lmprobe.train.rundir import (
     CONFIG_FILE, RunLock, RunRequest, is_unfinished_start, record_config_change, resolve_run,
     save_config_atomic, timestamp, write_atomic,
@@ -26,7 +26,7 @@ LAUNCHES_FILE = "launches.jsonl"
 
 
 def parse_args(argv: list[str] | None, domain: Domain, default_config: Path | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog=Path(domain.train_script).name or "train",
         description=f"Train a {domain.name} model while recording per-example probe losses.",
         epilog="Overrides: any config key as key.sub=value, e.g. optim.lr=1e-3 train.steps=200",
@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None, domain: Domain, default_config: Path | No
 
 
 def main(argv: list[str] | None = None, *, domain: str, default_config: Path | None = None) -> int:
+    one_line_warnings()
     chosen = get_domain(domain)
     args = parse_args(argv, chosen, default_config)
     from accelerate import PartialState
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
     except LmprobeError as err:
         if accelerator.is_main_process:
             console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
+    except OSError as exc:  # a read-only run directory, a full disk (checkpoints stay atomic: nothing half-written)
+        console.print(f"[bold red]error:[/] {os_error_message(exc)}", highlight=False, soft_wrap=True)
         return 2
     if accelerator.is_main_process:
         print_summary(console, run.run_dir, summary, chosen.summary_keys)
@@ -301,4 +305,4 @@ def print_summary(console, run_dir: Path, summary: dict, keys: tuple[str, ...]) 
         if value is not None:
             table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
-    console.print(f"next: [bold]lmprobe mine --checkpoint {run_dir}[/]")
+    console.print(f"next: [bold]lmprobe mine {run_dir}[/]")

@@ -204,7 +204,8 @@ class Trainer:
                     progress.update(bar, loss=loss, lr=lr, rate=rate)
                 if self._due(step, tcfg.eval_every) or step == total:
                     record.update(self.evaluate())
-                if self._due(step, self.cfg.sharpness.every) and self.sharpness_fn is not None:
+                # (at lr 0, the end of a schedule decayed to zero, there is no 2/lr to compare with)
+                if self._due(step, self.cfg.sharpness.every) and self.sharpness_fn is not None and lr > 0:
                     with measured(self.acc.unwrap_model(self.model), hessian=True) as model:
                         record.update(self.sharpness_fn(model, step, lr))
                 if record:
@@ -357,13 +358,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if params_ok:
             self.save(step)
-        if self.acc.is_main_process:
-            self.metrics.write({"step": step, "loss": None, "stopped": f"non-finite loss ({loss})"})
+        stop = {"step": step, "loss": None, "stopped": f"non-finite loss ({loss})"}
+        if self.acc.is_main_process and self.metrics.last() != stop:  # once, not again at each plain retry
+            self.metrics.write(stop)
         found = latest_checkpoint(self.run_dir)
         where = f"checkpoint {found[1].name} holds the last finite state" if found else "no checkpoint was saved yet"
         raise LmprobeError(
             f"training loss became {loss} at step {step + 1}; stopped, {where}; "
-            f"lower optim.lr (or add optim.warmup_steps) and rerun with --resume"
+            f"continue with a lower lr: --resume {self.run_dir} --allow-config-change optim.lr=<lower> "
+            f"(or optim.warmup_steps=<more>)"
         )
 
     # ------------------------------------------------------------------ display
@@ -389,8 +392,14 @@ class StopRequests:
     SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self):
+        import os
+
         self.signal_name: str = ""
         self._previous: dict[int, Any] = {}
+        # under `accelerate launch`/torchrun the parent is the launcher: when it dies (SIGKILL), the
+        # workers are re-parented and must stop rather than train on as orphans holding the run lock
+        launched = "TORCHELASTIC_RUN_ID" in os.environ or "ACCELERATE_USE_CPU" in os.environ
+        self._launcher = os.getppid() if launched else None
 
     def __enter__(self) -> "StopRequests":
         import signal
@@ -416,6 +425,10 @@ class StopRequests:
         self.signal_name = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
 
     def agreed(self, acc: Accelerator) -> bool:
+        import os
+
+        if self._launcher is not None and not self.signal_name and os.getppid() != self._launcher:
+            self.signal_name = "the launcher exited"
         if acc.num_processes == 1:
             return bool(self.signal_name)
         flag = torch.tensor([1.0 if self.signal_name else 0.0], device=acc.device)

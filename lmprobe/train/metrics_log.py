@@ -1,7 +1,7 @@
 """metrics.jsonl: one JSON object per logged step, rewound to a checkpoint on resume.
 
-A malformed line (a torn write, a hand edit) is skipped with a warning, never a reason to drop
-the good lines after it.
+A malformed line (a torn write, a hand edit, a record without an integer step) is skipped with a
+warning, never a reason to drop the good lines after it.
 """
 
 from __future__ import annotations
@@ -25,11 +25,16 @@ class MetricsLog:
             f.flush()
             os.fsync(f.fileno())
 
+    def last(self) -> dict[str, Any] | None:
+        """The last well-formed record (None for an empty or missing log)."""
+        records = read_metrics(self.path) if self.path.exists() else []
+        return records[-1] if records else None
+
     def truncate_after(self, step: int) -> None:
         """Keep records up to and including `step`; drop later ones and malformed lines (atomically)."""
         if not self.path.exists():
             return
-        kept = [json.dumps(r) for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        kept = [json.dumps(r) for r in read_metrics(self.path) if r["step"] <= step]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         with open(tmp, "rb") as f:
@@ -48,7 +53,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             bad.append(number)
             continue
-        if isinstance(record, dict):
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):  # every line the loop writes has its step
             records.append(record)
         else:
             bad.append(number)

@@ -58,17 +58,33 @@ def timestamp() -> str:
 
 def validate_loop(config: Any) -> None:
     """Values the loop cannot run with, refused before any directory exists."""
-    train, optim = config.train, config.optim
+    import math
+
+    train, optim, trace, sharpness = config.train, config.optim, config.trace, config.sharpness
     checks = [
         (train.steps >= 1, f"train.steps={train.steps} must be at least 1 (the run would record nothing to mine)"),
         (train.batch_size >= 1, f"train.batch_size={train.batch_size} must be at least 1"),
         (train.grad_accum >= 1, f"train.grad_accum={train.grad_accum} must be at least 1"),
         (train.eval_batches >= 1, f"train.eval_batches={train.eval_batches} must be at least 1 "
                                   f"(set train.eval_every=0 to skip evaluation)"),
-        (optim.lr >= 0, f"optim.lr={optim.lr} must not be negative"),
+        (train.keep_checkpoints is None or train.keep_checkpoints >= 1,
+         f"train.keep_checkpoints={train.keep_checkpoints} must be at least 1 (or null to keep all)"),
+        (math.isfinite(optim.lr) and optim.lr >= 0, f"optim.lr={optim.lr} must be a finite number, not negative"),
         (optim.weight_decay >= 0, f"optim.weight_decay={optim.weight_decay} must not be negative"),
         (optim.warmup_steps >= 0, f"optim.warmup_steps={optim.warmup_steps} must not be negative"),
+        (0 <= optim.min_lr_ratio <= 1, f"optim.min_lr_ratio={optim.min_lr_ratio} must be between 0 and 1"),
+        (trace.batch_size >= 1, f"trace.batch_size={trace.batch_size} must be at least 1"),
     ]
+    cadences = {"train.log_every": train.log_every, "train.eval_every": train.eval_every,
+                "train.checkpoint_every": train.checkpoint_every, "trace.every": trace.every,
+                "sharpness.every": sharpness.every}
+    checks += [(every >= 0, f"{key}={every} must not be negative (a count of steps; 0 turns it off)")
+               for key, every in cadences.items()]
+    if sharpness.every:
+        checks += [(value >= 1, f"sharpness.{key}={value} must be at least 1 (or sharpness.every=0 to turn it off)")
+                   for key, value in (("k", sharpness.k), ("n_batches", sharpness.n_batches),
+                                      ("batch_size", sharpness.batch_size), ("max_iter", sharpness.max_iter))]
+        checks.append((sharpness.tol > 0, f"sharpness.tol={sharpness.tol} must be positive"))
     for ok, message in checks:
         if not ok:
             raise LmprobeError(message)
