@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -170,8 +171,13 @@ def _load(path: Path, ckpt: Path) -> Any:
             warnings.simplefilter("ignore")
             return load(path, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, a forbidden pickle
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise LmprobeError(f"{path} is damaged ({reason}); it cannot be resumed from") from None
+        message = str(exc).strip()
+        if "Weights only load failed" in message:
+            reason = "it holds objects a weights-only load refuses to run"
+        else:
+            reason = textwrap.shorten((message.splitlines() or [type(exc).__name__])[0], 120, placeholder=" ...")
+        raise LmprobeError(f"{path} is damaged ({reason}); it cannot be resumed from (use an earlier "
+                           f"checkpoint: a resume falls back to one by itself)") from None
 
 
 def _legacy_state(path: Path) -> dict[str, Any]:
