@@ -275,14 +275,20 @@ def _kill_processes_mentioning(text: str) -> None:
             continue
 
 
-def test_killing_the_launcher_stops_its_workers_with_a_checkpoint(tiny_config, tmp_path):
-    """SIGKILL of `accelerate launch` leaves its workers re-parented: they save and stop at the next
-    step instead of training on as orphans that hold the run lock."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_killing_the_launcher_stops_its_workers_with_a_checkpoint(processes, tiny_config, tmp_path):
+    """SIGKILL of `accelerate launch` (its simple launcher for one process, torchrun's agent for two)
+    leaves its workers re-parented: they save and stop at the next step instead of training on as
+    orphans that hold the run lock."""
     from lmprobe.errors import LmprobeError
     from tests.conftest import two_process_launch
 
-    cmd, env = two_process_launch(str(ROOT / "cli" / "train_lm.py"), "--config", str(tiny_config), "--name",
-                                  "orphan", "--no-progress", f"out_dir={tmp_path}", "train.steps=100000")
+    args = [str(ROOT / "cli" / "train_lm.py"), "--config", str(tiny_config), "--name", "orphan", "--no-progress",
+            f"out_dir={tmp_path}", "train.steps=100000"]
+    cmd, env = two_process_launch(*args)
+    if processes == 1:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args]
     launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)  # no pipes: orphans would hold them open
     run = tmp_path / "orphan"
@@ -305,6 +311,52 @@ def test_killing_the_launcher_stops_its_workers_with_a_checkpoint(tiny_config, t
     stopped = list_checkpoints(run)[-1][0]
     assert stopped > 4 and stopped < 100000
     assert max(r["step"] for r in read_metrics(run / "metrics.jsonl")) <= stopped
+
+
+def test_a_training_state_that_does_not_fit_the_optimizer_is_one_line(tiny_run, tmp_path, capsys):
+    run = _copy(tiny_run, tmp_path)
+    err = _fails(["--resume", str(run), "--no-progress", "--allow-config-change", "optim.weight_decay=0.1"], capsys)
+    assert "does not fit this run" in err  # two parameter groups now, one saved
+
+
+def test_more_processes_than_saved_resume_with_a_warning(tiny_run, tmp_path):
+    """A one-process checkpoint resumed by two: the data order holds, the extra process reuses
+    process 0's random state, and the run says that dropout draws now differ."""
+    from tests.conftest import accelerate_two_processes
+
+    run = _copy(tiny_run, tmp_path)
+    for step, ckpt in list_checkpoints(run):
+        if step > 8:
+            shutil.rmtree(ckpt)
+    done = accelerate_two_processes(str(ROOT / "cli" / "train_lm.py"), "--resume", str(run), "--no-progress")
+    assert "was saved by 1 process(es) and resumes with 2" in done.stderr
+    assert [s for s, _ in list_checkpoints(run)] == [4, 8, 12, 16]
+    resumed, reference = _records(run), _records(tiny_run)
+    assert [r["step"] for r in resumed] == [r["step"] for r in reference]
+    np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in reference], rtol=1e-4)
+
+
+def test_os_errors_are_one_line_with_what_to_do():
+    import errno
+
+    from lmprobe.errors import os_error_message
+
+    full = os_error_message(OSError(errno.ENOSPC, "No space left on device", "runs/x/trace/losses.bin"))
+    assert full.startswith("cannot use runs/x/trace/losses.bin: No space left on device;") and "--resume" in full
+    moved = os_error_message(OSError(errno.EROFS, "Read-only file system", "a.tmp", None, "a"))
+    assert "a.tmp -> a" in moved
+    network = os_error_message(OSError("We couldn't connect to 'https://huggingface.co'.\nCheck your connection"))
+    assert network == "We couldn't connect to 'https://huggingface.co'." and "writable" not in network
+
+
+def test_only_a_launcher_parent_is_watched(monkeypatch):
+    """A run started from a shell (nohup) must not stop when the shell exits."""
+    from lmprobe.train.loop import launcher_pid
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert launcher_pid() is None  # pytest's parent is no launcher
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    assert launcher_pid() == os.getppid()
 
 
 # ----------------------------------------------------------------------------- optimiser state

@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from lmprobe.config import OptimConfig, from_dict
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, first_line
 from lmprobe.run import CONFIG_FILE
 
 
@@ -49,7 +49,7 @@ def saved_lr(checkpoint) -> float | None:
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
             raise ValueError(f"lr is {lr!r}")
     except (OSError, ValueError, AttributeError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        reason = first_line(exc)
         raise LmprobeError(f"{checkpoint / INFO_FILE} is damaged ({reason}); restore it, or analyse "
                            f"another checkpoint") from None
     return None if lr is None else float(lr)

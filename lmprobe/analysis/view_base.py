@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, first_line
 from lmprobe.run import Located
 from lmprobe.train.task import Batch, ProbeSet
 from lmprobe.train.alignment import ALIGN_GROUPINGS, ALIGN_KEY, align_label, alignment_keys
@@ -24,7 +24,7 @@ def load_checkpoint_model(checkpoint: Path, load: Callable[[Path], Any]) -> Any:
     except (LmprobeError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, JSON/ValueError, unpickling
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        reason = first_line(exc)
         checkpoint = Path(checkpoint)
         if _run_of(checkpoint) is None:
             raise LmprobeError(f"could not load a model from {checkpoint} ({reason}); check that it is a complete "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, first_line
 
 NOT_UPLOADED = ["resume/*", "resume/**", "training_state.pt", ".*", "**/.*"]
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, console) -> int:
                                  ignore_patterns=NOT_UPLOADED,
                                  commit_message=args.message or f"lmprobe checkpoint {folder.name}")
     except Exception as exc:  # noqa: BLE001 - network, auth and validation errors all become one line
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = first_line(exc, 200)
         raise LmprobeError(f"push to {args.repo_id} failed: {reason}") from None
     console.print(f"pushed {len(files)} files from {folder} to {getattr(info, 'commit_url', args.repo_id)}",
                   highlight=False)

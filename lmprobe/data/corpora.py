@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, first_line
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SAMPLE_CORPUS = ASSETS_DIR / "sample" / "corpus.jsonl.xz"
@@ -131,7 +131,7 @@ def _guarded_stream(dataset: Iterable[dict]) -> Iterator[str]:
 
 
 def _openwebtext_error(exc: BaseException) -> LmprobeError:
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    reason = first_line(exc, 200)
     return LmprobeError(
         f"could not load OpenWebText ({OPENWEBTEXT_DATASET}) from the Hugging Face hub (offline?): "
         f"{reason}. Use data.source=sample or a local path."

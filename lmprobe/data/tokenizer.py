@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from lmprobe.data.cache import cache_root, cached_folder, fingerprint
 from lmprobe.data.corpora import ASSETS_DIR, is_streaming, iter_documents, source_fingerprint
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -148,7 +148,7 @@ def _load_folder(path: Path, name: str) -> PreTrainedTokenizerFast:
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/KeyError here
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc, 160)
         raise LmprobeError(
             f"could not load a tokenizer from folder {str(path)!r} ({reason}); it must hold files "
             "written by save_pretrained (tokenizer.json, or vocab.json + merges.txt + tokenizer_config.json)."

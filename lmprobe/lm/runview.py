@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lmprobe.analysis.view_base import RunViewBase, load_checkpoint_model
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, first_line
 from lmprobe.lm.display import visible_token
 from lmprobe.lm.losses import lm_loss
 from lmprobe.lm.probe import TOKENIZER_DIR, TextProbe
@@ -97,7 +97,7 @@ def load_tokenizer_from(folder: str | Path):
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - missing files, and a damaged config.json fails in many ways
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc, 160)
         raise LmprobeError(f"no tokenizer could be loaded from {folder}: {reason}") from None
 
 
@@ -106,7 +106,7 @@ def model_positions(checkpoint: Path) -> int:
         config = json.loads((checkpoint / "config.json").read_text())
         return int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
     except (OSError, ValueError, TypeError, AttributeError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        reason = first_line(exc)
         raise LmprobeError(f"{checkpoint / 'config.json'} is damaged ({reason}); restore it") from None
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, first_line
 
 _HUB_STEP = re.compile(r"step(\d+)")
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
@@ -52,7 +52,7 @@ class SeriesCheckpoint:
         try:
             return loader.from_pretrained(self.source, **kwargs)
         except Exception as exc:  # noqa: BLE001 - transformers/hub raise OSError, ValueError, HfHubHTTPError...
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            reason = first_line(exc, 200)
             raise LmprobeError(f"could not load the {what} of {self.describe()}: {reason}{self._advice()}") from None
 
     def _advice(self) -> str:

@@ -20,7 +20,6 @@ import os
 import random
 import re
 import shutil
-import textwrap
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, first_line
 
 CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
 RESUME_DIR = "resume"
@@ -108,12 +107,13 @@ def has_training_state(ckpt: str | Path) -> bool:
         (Path(ckpt) / name).is_file() for name in LEGACY_STATE_FILES)
 
 
-def load_training_state(ckpt: str | Path) -> dict[str, Any]:
+def load_training_state(ckpt: str | Path, read_optimizer: bool = True) -> dict[str, Any]:
     """A checkpoint's training state, read and checked without touching the live run.
 
     Returns {"format": "accelerate" | "legacy", "optimizer": state dict (None when sharded),
     "rng": per-process generator states in Accelerate's layout}. A missing, truncated or foreign
-    file is a one-line LmprobeError naming it.
+    file is a one-line LmprobeError naming it. `read_optimizer=False` only checks that the optimizer
+    file exists (for a process that resumes from a checkpoint another has checked).
     """
     ckpt = Path(ckpt)
     legacy = next((ckpt / name for name in LEGACY_STATE_FILES if (ckpt / name).is_file()), None)
@@ -122,13 +122,17 @@ def load_training_state(ckpt: str | Path) -> dict[str, Any]:
         return _legacy_state(legacy)
     if (resume / SHARDED_OPTIMIZER_DIR).is_dir():
         optimizer = None  # FSDP: only Accelerate's load_state reassembles it, on the same world size
+    elif not read_optimizer:
+        if not (resume / OPTIMIZER_FILE).is_file():
+            raise LmprobeError(f"{ckpt} has no {RESUME_DIR}/{OPTIMIZER_FILE}; it cannot be resumed from")
+        optimizer = None
     else:
         optimizer = _load(resume / OPTIMIZER_FILE, ckpt)
     ranks = sorted(int(p.stem.rsplit("_", 1)[1]) for p in resume.glob(RNG_FILE.format(rank="*"))
                    if p.stem.rsplit("_", 1)[1].isdigit())
-    if ranks != list(range(len(ranks))) or not ranks:
-        raise LmprobeError(f"{resume} lacks {RNG_FILE.format(rank=len(ranks) if ranks else 0)}; "
-                           "it cannot be resumed from")
+    missing = min(set(range(max(ranks, default=-1) + 2)) - set(ranks))
+    if missing < len(ranks) or not ranks:
+        raise LmprobeError(f"{resume} lacks {RNG_FILE.format(rank=missing)}; it cannot be resumed from")
     rng = [_load(resume / RNG_FILE.format(rank=r), ckpt) for r in ranks]
     if not all(isinstance(s, dict) and "torch_manual_seed" in s for s in rng):
         raise LmprobeError(f"{resume} holds random states that are not Accelerate's; it cannot be resumed from")
@@ -171,11 +175,10 @@ def _load(path: Path, ckpt: Path) -> Any:
             warnings.simplefilter("ignore")
             return load(path, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, a forbidden pickle
-        message = str(exc).strip()
-        if "Weights only load failed" in message:
+        if "Weights only load failed" in str(exc):
             reason = "it holds objects a weights-only load refuses to run"
         else:
-            reason = textwrap.shorten((message.splitlines() or [type(exc).__name__])[0], 120, placeholder=" ...")
+            reason = first_line(exc)
         raise LmprobeError(f"{path} is damaged ({reason}); it cannot be resumed from (use an earlier "
                            f"checkpoint: a resume falls back to one by itself)") from None
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from lmprobe.domain import Domain, get_domain
-from lmprobe.errors import LmprobeError, OneLineArgumentParser, one_line_warnings, os_error_message
+from lmprobe.errors import LmprobeError, OneLineArgumentParser, first_line, one_line_warnings, os_error_message
 from lmprobe.train.rundir import (
     CONFIG_FILE, RunLock, RunRequest, is_unfinished_start, record_config_change, resolve_run,
     save_config_atomic, timestamp, write_atomic,
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
             console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
     except OSError as exc:  # a read-only run directory, a full disk (checkpoints stay atomic: nothing half-written)
-        console.print(f"[bold red]error:[/] {os_error_message(exc)}", highlight=False, soft_wrap=True)
+        rank = "" if accelerator.is_main_process else f" (process {accelerator.process_index})"
+        console.print(f"[bold red]error{rank}:[/] {os_error_message(exc)}", highlight=False, soft_wrap=True)
         return 2
     if accelerator.is_main_process:
         print_summary(console, run.run_dir, summary, chosen.summary_keys)
@@ -134,9 +135,13 @@ def make_accelerator(cfg, run_dir: Path | None = None):
         accelerator = Accelerator(mixed_precision=wanted, log_with=trackers or None,
                                   project_dir=str(run_dir / "trackers") if trackers and run_dir else None)
     except ValueError as exc:
-        reason = (str(exc).strip().splitlines() or ["unsupported"])[0][:160]
-        raise LmprobeError(f"mixed precision {wanted!r} cannot run here ({reason}); "
+        raise LmprobeError(f"mixed precision {wanted!r} cannot run here ({first_line(exc, 160)}); "
                            f"set train.precision=bf16 or fp32") from None
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:  # its engine keeps its own checkpoint layout
+        raise LmprobeError("DeepSpeed launches are not supported: checkpoints and resume go through Accelerate's "
+                           "save_state for DDP and FSDP; launch with --multi_gpu or --use_fsdp")
     if wanted == "fp16" and accelerator.device.type == "cpu":  # Accelerate would silently train in fp32
         raise LmprobeError("mixed precision 'fp16' needs a GPU (this process runs on the CPU); "
                            "set train.precision=bf16 or fp32")

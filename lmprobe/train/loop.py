@@ -18,15 +18,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object, set_seed
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object, set_seed
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfig
-from lmprobe.errors import LmprobeError
+from lmprobe.errors import LmprobeError, first_line
 from lmprobe.trace import TraceWriter
 from lmprobe.train.checkpoint import (
-    RESUME_DIR, RNG_FILE, begin_checkpoint, commit_checkpoint, latest_checkpoint, list_checkpoints,
+    RESUME_DIR, begin_checkpoint, checkpoint_name, commit_checkpoint, latest_checkpoint, list_checkpoints,
     load_training_state, restore_rng, set_aside, staging_folder,
 )
 from lmprobe.train.metrics_log import MetricsLog
@@ -112,54 +112,70 @@ class Trainer:
                 self.optimizer.load_state_dict(state["optimizer"])
         except Exception as exc:  # noqa: BLE001 - a mismatched optimizer, a sharded state of another world size
             raise LmprobeError(
-                f"the training state saved at step {step} does not fit this run "
-                f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]}); "
+                f"the training state saved at step {step} does not fit this run ({first_line(exc, 100)}); "
                 f"resume with the optim settings and process count the run was started with"
             ) from None
-        rank = self.acc.process_index
-        if state["format"] != "accelerate" or not (ckpt / RESUME_DIR / RNG_FILE.format(rank=rank)).is_file():
-            # load_state skips a missing rank silently; a launch with more processes than saved reuses theirs
-            restore_rng(state["rng"][rank % len(state["rng"])])
+        # again, ourselves: load_state passes over a missing rank or CUDA states of another device
+        # count in silence; a launch with more processes than were saved reuses theirs
+        saved = state["rng"]
+        restore_rng(saved[self.acc.process_index % len(saved)])
+        if len(saved) != self.acc.num_processes and self.acc.is_main_process:
+            self.console.print(
+                f"[yellow]warning:[/] {ckpt.name} was saved by {len(saved)} process(es) and resumes with "
+                f"{self.acc.num_processes}: the data order is the same, but random draws (dropout) now differ "
+                f"from an uninterrupted run", highlight=False, soft_wrap=True)
 
     def _resumable_checkpoint(self) -> tuple[int, torch.nn.Module, dict, Path] | None:
         """The latest checkpoint that loads, damaged later ones set aside with a warning.
 
-        A run that has recorded progress but has no checkpoint left is refused: restarting at
-        step 0 would overwrite its trace and metrics.
+        The main process reads the candidates and chooses (every file read back, weights_only); the
+        others then load only the chosen one, so all resume from the same step. A run that has
+        recorded progress but has no checkpoint left is refused: restarting at step 0 would
+        overwrite its trace and metrics.
         """
-        damaged = []
-        chosen = None
-        for step, ckpt in reversed(list_checkpoints(self.run_dir)):
-            try:
-                state = load_training_state(ckpt)  # read once to find damage; load_state reads it again
-                if state["format"] == "accelerate":
-                    state["optimizer"] = None  # not held twice while load_state restores it
-                model = self._load_model(ckpt)
-            except LmprobeError as err:
-                damaged.append((ckpt, str(err)))
-                continue
-            chosen = (step, model, state, ckpt)
-            break
-        if chosen is None and self._has_progress():
-            what = f"every checkpoint is damaged ({damaged[0][1]})" if damaged else "checkpoints/ holds no checkpoint"
-            raise LmprobeError(
-                f"cannot resume {self.run_dir}: it has recorded training but {what}; restarting at step 0 "
-                f"would overwrite its trace and metrics (start a new run with another --name)"
-            )
+        damaged, chosen, refusal = [], None, None
+        if self.acc.is_main_process:
+            for step, ckpt in reversed(list_checkpoints(self.run_dir)):
+                try:
+                    chosen = (step, *self._load_checkpoint(ckpt, read_optimizer=True), ckpt)
+                    break
+                except LmprobeError as err:
+                    damaged.append((ckpt, str(err)))
+            if chosen is None and self._has_progress():
+                what = (f"every checkpoint is damaged ({damaged[0][1]})" if damaged
+                        else "checkpoints/ holds no checkpoint")
+                refusal = (f"cannot resume {self.run_dir}: it has recorded training but {what}; restarting at step 0 "
+                           f"would overwrite its trace and metrics (start a new run with another --name)")
+        step = chosen[0] if chosen else None
+        if self.acc.num_processes > 1:
+            step, refusal = broadcast_object_list([step, refusal])
+        if refusal:
+            raise LmprobeError(refusal)
+        if step is not None and chosen is None:
+            ckpt = self.run_dir / "checkpoints" / checkpoint_name(step)
+            chosen = (step, *self._load_checkpoint(ckpt, read_optimizer=False), ckpt)
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             for ckpt, reason in damaged:
                 moved = set_aside(ckpt)
                 self.console.print(f"[yellow]warning:[/] {reason}; moved it to {moved.name} and resumed from "
-                                   f"{'step ' + str(chosen[0]) if chosen else 'nothing'}", highlight=False,
+                                   f"{'step ' + str(step) if chosen else 'nothing'}", highlight=False,
                                    soft_wrap=True)
         return chosen
+
+    def _load_checkpoint(self, ckpt: Path, read_optimizer: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The model and the checked training state of `ckpt` (its optimizer state is read only to
+        find damage: load_state reads it again, so it is not kept)."""
+        state = load_training_state(ckpt, read_optimizer=read_optimizer)
+        if state["format"] == "accelerate":
+            state["optimizer"] = None
+        return self._load_model(ckpt), state
 
     def _load_model(self, ckpt: Path) -> torch.nn.Module:
         try:
             return self.task.load_model(ckpt)
         except Exception as exc:  # noqa: BLE001 - truncated safetensors, missing files, foreign bytes
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            reason = first_line(exc)
             raise LmprobeError(f"checkpoint {ckpt.name} has a damaged model ({reason})") from None
 
     def _has_progress(self) -> bool:
@@ -321,7 +337,7 @@ class Trainer:
     def save(self, step: int) -> Path | None:
         """checkpoints/step-NNNNNN, atomically: the Hub folder (main process), then every process's
         part of Accelerate's save_state into resume/, then the rename. Collective: all processes call it."""
-        sharded = self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        sharded = self.acc.distributed_type == DistributedType.FSDP
         full_state = self.acc.get_state_dict(self.model) if sharded else None  # gathered by every rank
         if self.acc.is_main_process:
             folder = begin_checkpoint(self.run_dir, step)
@@ -341,11 +357,17 @@ class Trainer:
         return commit_checkpoint(self.run_dir, step, keep=self.cfg.train.keep_checkpoints,
                                  info={"domain": self.task.domain, "optimizer": self.cfg.optim.name, "lr": lr})
 
-    def _stop_on_request(self, step: int, signal_name: str) -> None:
-        """Ctrl-C or SIGTERM: save the state between two steps and stop with one line."""
+    def _save_unless_saved(self, step: int) -> None:
+        """Save `step` before stopping, unless it is step 0 or already saved (a re-save would swap a
+        good checkpoint for one whose RNGs have moved on). Every process sees the same listing: the
+        main process's last commit came before the collective that led here."""
         found = latest_checkpoint(self.run_dir)
         if step > 0 and (found is None or found[0] != step):
             self.save(step)
+
+    def _stop_on_request(self, step: int, signal_name: str) -> None:
+        """Ctrl-C or SIGTERM: save the state between two steps and stop with one line."""
+        self._save_unless_saved(step)
         self.acc.wait_for_everyone()
         found = latest_checkpoint(self.run_dir)
         where = f"saved {found[1].name}" if found else "nothing to save yet"
@@ -354,10 +376,13 @@ class Trainer:
     def _stop_on_nonfinite(self, step: int, loss: float) -> None:
         """Keep the last finite state, record the event, and stop with a one-line error."""
         model = self.acc.unwrap_model(self.model)
-        params_ok = all(torch.isfinite(p).all() for p in model.parameters())
+        bad = torch.tensor([0.0 if all(torch.isfinite(p).all() for p in model.parameters()) else 1.0],
+                           device=self.acc.device)
+        if self.acc.num_processes > 1:  # under FSDP each process sees its own shard: save all or none
+            bad = self.acc.reduce(bad, reduction="sum")
         self.optimizer.zero_grad(set_to_none=True)
-        if params_ok:
-            self.save(step)
+        if float(bad.item()) == 0.0:
+            self._save_unless_saved(step)
         stop = {"step": step, "loss": None, "stopped": f"non-finite loss ({loss})"}
         if self.acc.is_main_process and self.metrics.last() != stop:  # once, not again at each plain retry
             self.metrics.write(stop)
@@ -392,14 +417,11 @@ class StopRequests:
     SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self):
-        import os
-
         self.signal_name: str = ""
         self._previous: dict[int, Any] = {}
         # under `accelerate launch`/torchrun the parent is the launcher: when it dies (SIGKILL), the
         # workers are re-parented and must stop rather than train on as orphans holding the run lock
-        launched = "TORCHELASTIC_RUN_ID" in os.environ or "ACCELERATE_USE_CPU" in os.environ
-        self._launcher = os.getppid() if launched else None
+        self._launcher = launcher_pid()
 
     def __enter__(self) -> "StopRequests":
         import signal
@@ -436,6 +458,21 @@ class StopRequests:
         if stop and not self.signal_name:
             self.signal_name = "a stop request on another process"
         return stop
+
+
+def launcher_pid() -> int | None:
+    """The parent's pid when it is a launcher (torchrun's elastic agent, `accelerate launch`), else
+    None: a run started from a shell may outlive the shell (nohup) and must not stop with it."""
+    import os
+
+    parent = os.getppid()
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return parent
+    try:
+        command = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:  # not Linux, or the parent is already gone
+        return None
+    return parent if b"accelerate" in command else None
 
 
 def compiled(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
