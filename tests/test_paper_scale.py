@@ -167,3 +167,19 @@ def test_bad_step_settings_are_one_line(override, message, tiny_config, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and message in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_deepspeed_launch_is_refused_in_one_line(monkeypatch):
+    """DeepSpeed's engine saves its own checkpoint layout, which resume does not read: refused up front."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    from lmprobe.errors import LmprobeError
+    from lmprobe.train.launch import make_accelerator
+
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.DEEPSPEED))
+    with pytest.raises(LmprobeError, match="DeepSpeed launches are not supported") as err:
+        make_accelerator(SimpleNamespace(train=SimpleNamespace(precision="fp32")))
+    assert "\n" not in str(err.value)
