@@ -102,7 +102,7 @@ def domain_field(name: str) -> Any:
 def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     """Build dataclass `cls` from a nested dict, rejecting unknown keys and ill-typed values."""
     if not isinstance(data, dict):
-        raise LmprobeError(f"config section '{prefix or '<top>'}' must be a mapping, got {data!r}")
+        raise LmprobeError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
@@ -170,10 +170,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A config file as a dict, or a one-line error (missing, not YAML, not a mapping)."""
     path = Path(path)
+    if path.is_dir():
+        raise LmprobeError(f"config {path} is a folder; give a YAML file (see configs/ for examples)")
     if not path.is_file():
         raise LmprobeError(f"config file {path} does not exist; see configs/ for examples")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise LmprobeError(f"config file {path} is not text (not UTF-8); give a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -61,7 +61,9 @@ class TraceWriter:
         if meta_path.exists():
             found = read_meta(meta_path)
             if found != meta:
-                raise LmprobeError(f"trace in {self.dir} was written as {found}, not {meta}")
+                raise LmprobeError(
+                    f"the trace in {self.dir} was written as {found}, but this run records {meta}; restore "
+                    f"{meta_path.name} if it was edited, or start a new run (another --name) for a different probe")
         else:
             meta_path.write_text(json.dumps(meta))
         self.losses_path = self.dir / "losses.bin"

@@ -53,6 +53,13 @@ def _records(run: Path) -> list[dict]:
     ("train.log_every=-1", "train.log_every=-1 must not be negative"),
     ("trace.every=-2", "trace.every=-2"),
     ("train.keep_checkpoints=0", "train.keep_checkpoints=0"),
+    ("train.seed=-1", "train.seed=-1"),
+    ("optim.beta1=1.5", "optim.beta1=1.5"),
+    ("optim.eps=-1", "optim.eps=-1"),
+    ("optim.momentum=-1", "optim.momentum=-1"),
+    ("optim.grad_clip=-1", "optim.grad_clip=-1"),
+    ("optim.weight_decay=.nan", "must be a finite number"),
+    ("model.dropout=2", "model.dropout=2"),
 ])
 def test_impossible_values_are_refused_before_any_directory(override, message, tiny_config, tmp_path, capsys):
     err = _fails(["--config", str(tiny_config), "--name", "bad", "--no-progress", f"out_dir={tmp_path}",
@@ -62,7 +69,8 @@ def test_impossible_values_are_refused_before_any_directory(override, message, t
 
 
 @pytest.mark.parametrize("argv", [["sharpness", "RUN", "--k", "0"], ["sharpness", "RUN", "--max-iter", "0"],
-                                  ["mine", "RUN", "--top", "0"], ["no-such-command"], ["train", "--bogus"]])
+                                  ["mine", "RUN", "--top", "0"], ["mine", "RUN", "--seed", "-1"],
+                                  ["no-such-command"], ["train", "--bogus"]])
 def test_usage_mistakes_are_one_line(argv, tiny_run, capsys):
     from lmprobe.cli import main as lmprobe_main
 
@@ -210,6 +218,7 @@ def test_a_malformed_metrics_line_loses_nothing_after_it(bad_line, tiny_run, tmp
     with pytest.warns(UserWarning, match="malformed"):
         assert main(["--resume", str(run), "--no-progress"]) == 0
     assert _records(run) == _records(tiny_run)
+    assert (run / "metrics.jsonl.malformed").read_text() == bad_line + "\n"  # moved aside, not lost
 
 
 @pytest.mark.parametrize("damage", ["truncated-safetensors", "random-state", "missing-rng", "pickle-state"])
@@ -234,6 +243,37 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, tiny
     assert [s for s, _ in list_checkpoints(run)] == [4, 8, 12, 16]  # retrained from 12
     np.testing.assert_array_equal(np.asarray(read_trace(run).losses), np.asarray(read_trace(tiny_run).losses))
     assert _records(run) == _records(tiny_run)
+
+
+def test_a_trace_written_for_another_probe_is_one_line_on_resume(tiny_run, tmp_path, capsys):
+    import json
+
+    run = _copy(tiny_run, tmp_path)
+    meta = run / "trace" / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "n_examples": 5}))
+    err = _fails(["--resume", str(run), "--no-progress"], capsys)
+    assert "was written as" in err and "start a new run" in err
+
+
+def test_an_incomplete_checkpoint_is_set_aside_not_overwritten(tiny_run, tmp_path, capsys, one_thread):
+    run = _copy(tiny_run, tmp_path)
+    (run / "checkpoints" / "step-000016" / "lmprobe.json").unlink()
+    assert main(["--resume", str(run), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "step-000016 has no lmprobe.json" in err and "step-000016.damaged" in err
+    assert (run / "checkpoints" / "step-000016.damaged" / "model.safetensors").is_file()  # kept for inspection
+    assert _records(run) == _records(tiny_run)
+
+
+@pytest.mark.parametrize("config, message", [("folder", "is a folder"), ("binary", "is not text")])
+def test_a_config_that_is_no_yaml_file_is_one_line(config, message, tmp_path, capsys):
+    path = tmp_path / "cfg"
+    if config == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(bytes(range(128, 256)))
+    err = _fails(["--config", str(path), "--name", "x", "--no-progress", f"out_dir={tmp_path}"], capsys)
+    assert message in err
 
 
 def test_every_checkpoint_damaged_is_one_line(tiny_run, tmp_path, capsys):

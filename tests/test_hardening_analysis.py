@@ -115,6 +115,9 @@ def test_mining_an_incomplete_checkpoint_names_the_complete_ones(tiny_run, tmp_p
 def test_a_csv_path_that_is_a_folder_is_refused_before_any_work(tiny_run, tmp_path, capsys):
     err = _fails(["mine", str(tiny_run), "--csv", str(tmp_path)], capsys)
     assert f"--csv {tmp_path} is a folder" in err and "pairs.csv" in err
+    (tmp_path / "file").write_text("x")
+    err = _fails(["mine", str(tiny_run), "--csv", str(tmp_path / "file" / "pairs.csv")], capsys)
+    assert f"lies inside {tmp_path / 'file'}, which is a file" in err
 
 
 @pytest.mark.parametrize("command", ["plot", "examples"])

@@ -137,6 +137,7 @@ def test_table_names_the_duplicate_and_every_file(checkpoints, tiny_corpus, tmp_
     for name in ("config.yaml", "suite.json", "probe.npz", "losses.bin", "steps.bin", "metrics.jsonl"):
         assert f"{name}" in out and "wrote" in out
     assert "1 trace row" in err  # one distinct checkpoint: mining would have nothing to compare
+    assert "--block-size 64 is more than the models' 32 positions: using blocks of 32" in err
 
 
 def test_rerun_resumes_without_recomputing(built, checkpoints, tiny_corpus, capsys, monkeypatch):

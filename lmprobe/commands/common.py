@@ -80,6 +80,9 @@ def check_output_file(path: str | None, option: str, example: str) -> None:
     if target.is_dir():
         raise LmprobeError(f"{option} {path} is a folder; give a file path, e.g. {target / example}")
     if not target.resolve().parent.is_dir():
+        blocking = next((p for p in target.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise LmprobeError(f"{option} {path} lies inside {blocking}, which is a file; choose another path")
         raise LmprobeError(f"{option} {path}: folder {target.parent} does not exist; create it or choose another path")
 
 

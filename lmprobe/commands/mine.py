@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--neighbours", type=non_negative, default=8, help="checkpoints each side of PATH to replay")
     p.add_argument("--lookahead", type=positive, default=16, help="lookahead steps for a lone checkpoint")
     p.add_argument("--lr", type=positive_float, default=None, help="lookahead learning rate (default: the run's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative, default=0, help="seed of the lookahead replay and the miner")
     p.set_defaults(run=run)
 
 

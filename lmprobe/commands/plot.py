@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmprobe.commands.common import add_path_arguments, check_output_folder, open_path, parse_steps, positive
+from lmprobe.commands.common import (add_path_arguments, check_output_folder, non_negative, open_path, parse_steps,
+                                     positive)
 from lmprobe.errors import LmprobeError
 
 
@@ -19,7 +20,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--by", help="grouping (default: the domain's first)")
     p.add_argument("--top", type=positive, default=4, help="opposing pairs to draw")
     p.add_argument("--steps", metavar="A:B")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative, default=0, help="the miner's seed (as in lmprobe mine)")
     p.set_defaults(run=run)
 
 

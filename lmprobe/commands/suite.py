@@ -17,7 +17,7 @@ import argparse
 import dataclasses
 import json
 
-from lmprobe.commands.common import check_output_folder, positive, warn
+from lmprobe.commands.common import check_output_folder, non_negative, positive, warn
 from lmprobe.errors import LmprobeError
 
 
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--positions", type=positive, default=None, help="probe positions per block (default: all)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of documents held out for the probe")
     p.add_argument("--max-tokens", type=positive, default=None, help="tokens read from --data (streamed: 1M)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative, default=0, help="seed of the probe's choice of held-out blocks")
     p.add_argument("--batch-size", type=positive, default=16, help="probe blocks per forward pass")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
                    help="weights dtype for evaluation")

@@ -83,6 +83,9 @@ def build_suite(series: Sequence[SeriesCheckpoint], run_dir: str | Path, options
     say = log if (log is not None and acc.is_main_process) else (lambda _: None)
     series = list(series)
     shared = shared_tokenizer(series, options.tokenizer)
+    if options.block_size > shared.positions:
+        say(f"--block-size {options.block_size} is more than the models' {shared.positions} positions: "
+            f"using blocks of {shared.positions}")
     settings = ProbeSettings(
         data=source_name(options.data), block_size=min(options.block_size, shared.positions),
         n_sequences=options.n_sequences, positions_per_sequence=options.positions_per_sequence,

@@ -55,6 +55,16 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def incomplete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """step-NNNNNN folders without lmprobe.json: never written by a save (those appear whole), so
+    edited or copied in part; not listed, and set aside by a resume rather than overwritten."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir()
+                  if CHECKPOINT_RE.match(p.name) and p.is_dir() and not (p / INFO_FILE).is_file())
+
+
 def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
@@ -176,7 +186,7 @@ def _load(path: Path, ckpt: Path) -> Any:
             return load(path, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, a forbidden pickle
         if "Weights only load failed" in str(exc):
-            reason = "it holds objects a weights-only load refuses to run"
+            reason = "not a torch file that a weights-only load accepts"
         else:
             reason = first_line(exc)
         raise LmprobeError(f"{path} is damaged ({reason}); it cannot be resumed from (use an earlier "

@@ -26,8 +26,8 @@ from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfi
 from lmprobe.errors import LmprobeError, first_line
 from lmprobe.trace import TraceWriter
 from lmprobe.train.checkpoint import (
-    RESUME_DIR, begin_checkpoint, checkpoint_name, commit_checkpoint, latest_checkpoint, list_checkpoints,
-    load_training_state, restore_rng, set_aside, staging_folder,
+    INFO_FILE, RESUME_DIR, begin_checkpoint, checkpoint_name, commit_checkpoint, incomplete_checkpoints,
+    latest_checkpoint, list_checkpoints, load_training_state, restore_rng, set_aside, staging_folder,
 )
 from lmprobe.train.metrics_log import MetricsLog
 from lmprobe.train.optim import build_optimizer, learning_rate, set_learning_rate
@@ -135,6 +135,8 @@ class Trainer:
         """
         damaged, chosen, refusal = [], None, None
         if self.acc.is_main_process:
+            damaged = [(ckpt, f"checkpoint {ckpt.name} has no {INFO_FILE} (it is incomplete)")
+                       for ckpt in incomplete_checkpoints(self.run_dir)]
             for step, ckpt in reversed(list_checkpoints(self.run_dir)):
                 try:
                     chosen = (step, *self._load_checkpoint(ckpt, read_optimizer=True), ckpt)
