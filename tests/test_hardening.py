@@ -298,6 +298,12 @@ def test_sigterm_saves_and_stops_with_one_line_then_resumes_identically(tiny_con
     err = proc.communicate(timeout=120)[1].strip()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "SIGTERM at step" in err and len(err.splitlines()) == 1
+    deadline = time.time() + 30
+    while _processes_mentioning(str(tmp_path)) and time.time() < deadline:  # exited, not just unlocked
+        time.sleep(0.2)
+    leftover = _processes_mentioning(str(tmp_path))
+    _kill_processes_mentioning(str(tmp_path))
+    assert not leftover, "workers lingered after releasing the run lock"
     stopped = list_checkpoints(run)[-1][0]
     if stopped < TINY_STEPS:
         assert read_metrics(run / "metrics.jsonl")[-1]["step"] <= stopped
@@ -306,12 +312,22 @@ def test_sigterm_saves_and_stops_with_one_line_then_resumes_identically(tiny_con
     assert _records(run) == _records(tiny_run)
 
 
-def _kill_processes_mentioning(text: str) -> None:
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             if text in cmdline.read_bytes().decode(errors="replace"):
-                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                found.append(int(cmdline.parent.name))
         except (OSError, ValueError):
+            continue
+    return found
+
+
+def _kill_processes_mentioning(text: str) -> None:
+    for pid in _processes_mentioning(text):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
             continue
 
 
@@ -348,6 +364,12 @@ def test_killing_the_launcher_stops_its_workers_with_a_checkpoint(processes, tin
                 _kill_processes_mentioning(str(tmp_path))  # torch elastic gives workers their own session
                 pytest.fail("the workers trained on after their launcher was killed")
             time.sleep(0.2)
+    deadline = time.time() + 30
+    while _processes_mentioning(str(tmp_path)) and time.time() < deadline:  # exited, not just unlocked
+        time.sleep(0.2)
+    leftover = _processes_mentioning(str(tmp_path))
+    _kill_processes_mentioning(str(tmp_path))
+    assert not leftover, "workers lingered after releasing the run lock"
     stopped = list_checkpoints(run)[-1][0]
     assert stopped > 4 and stopped < 100000
     assert max(r["step"] for r in read_metrics(run / "metrics.jsonl")) <= stopped
