@@ -46,12 +46,20 @@ def two_process_launch(*args: str) -> tuple[list[str], dict[str, str]]:
     return cmd, env
 
 
+#: a native abort of a gloo worker seen now and then on this 2-core machine (about one full suite in
+#: three, never when the test runs alone): the launch is repeated once, and must then succeed
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def accelerate_two_processes(*args: str, timeout: int = 300):
     """Run `accelerate launch ARGS` on 2 CPU processes; fails with its stderr."""
     import subprocess
 
     cmd, env = two_process_launch(*args)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0 and GLOO_ABORT in done.stderr:
+        cmd, env = two_process_launch(*args)  # a fresh port
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

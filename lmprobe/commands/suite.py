@@ -58,6 +58,8 @@ def run(args: argparse.Namespace, console) -> int:
         if accelerator.is_main_process:
             raise
         return 2  # the main process says it once
+    finally:
+        accelerator.end_training()  # tear the process group down before exit (gloo aborts otherwise)
     if not accelerator.is_main_process:
         return 0
     if result.rows < 2:

@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
         rank = "" if accelerator.is_main_process else f" (process {accelerator.process_index})"
         console.print(f"[bold red]error{rank}:[/] {os_error_message(exc)}", highlight=False, soft_wrap=True)
         return 2
+    finally:  # every exit tears the process group down: left to interpreter exit, gloo can abort a process
+        PartialState().destroy_process_group()
     if accelerator.is_main_process:
         print_summary(console, run.run_dir, summary, chosen.summary_keys)
     accelerator.end_training()

@@ -62,6 +62,7 @@ def main(output: str) -> None:
     if accelerator.is_main_process:
         Path(output).write_text(json.dumps(result))
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroy the process group: left to interpreter exit, gloo can abort
 
 
 if __name__ == "__main__":
