@@ -31,6 +31,17 @@ def open_path(args: argparse.Namespace, data: str | None = None):
     return open_view(path_of(args), data, getattr(args, "domain", None))
 
 
+def open_run_writing(args: argparse.Namespace, why: str, folder: str):
+    """The run view of a command that needs a whole run (not a lone checkpoint) and writes into a
+    folder: --out, or RUN/`folder`, checked before any work. `why` finishes "`lmprobe X` ..."."""
+    view = open_path(args)
+    if view.located.kind != "run":
+        raise LmprobeError(f"{view.checkpoint} is a checkpoint; `lmprobe {args.command}` {why}: give its run directory")
+    out = Path(args.out) if args.out else view.run_dir / folder
+    check_output_folder(out, "--out")
+    return view, out
+
+
 def parse_steps(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None

@@ -14,10 +14,8 @@ forgetting; writes one row per example as parquet (with the probe's keys) and a 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from lmprobe.commands.common import add_path_arguments, check_output_folder, open_path, parse_steps, positive, warn
-from lmprobe.errors import LmprobeError
+from lmprobe.commands.common import add_path_arguments, open_run_writing, parse_steps, positive, warn
 
 
 def add_parser(subparsers) -> None:
@@ -39,11 +37,7 @@ def run(args: argparse.Namespace, console) -> int:
     from lmprobe.dynamics import data_map_figure, example_statistics, write_parquet
     from lmprobe.report.examples_table import examples_to_json, render_examples
 
-    view = open_path(args)
-    if view.located.kind != "run":
-        raise LmprobeError(f"{view.checkpoint} is a checkpoint; `lmprobe examples` reads a run's trace: give its run directory")
-    out = Path(args.out) if args.out else view.run_dir / "examples"
-    check_output_folder(out, "--out")
+    view, out = open_run_writing(args, "reads a run's trace", "examples")
     matrix = load_losses(view)
     for message in matrix.warnings:
         warn(message)

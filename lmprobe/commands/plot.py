@@ -5,11 +5,8 @@ each pair's images."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from lmprobe.commands.common import (add_path_arguments, check_output_folder, non_negative, open_path, parse_steps,
-                                     positive)
-from lmprobe.errors import LmprobeError
+from lmprobe.commands.common import add_path_arguments, non_negative, open_run_writing, parse_steps, positive
 
 
 def add_parser(subparsers) -> None:
@@ -32,11 +29,7 @@ def run(args: argparse.Namespace, console) -> int:
     from lmprobe.report.mining_table import group_label
     from lmprobe.train.metrics_log import read_metrics
 
-    view = open_path(args)
-    if view.located.kind != "run":
-        raise LmprobeError(f"{view.checkpoint} is a checkpoint; `lmprobe plot` draws a whole run: give its run directory")
-    out = Path(args.out) if args.out else view.run_dir / "figures"
-    check_output_folder(out, "--out")
+    view, out = open_run_writing(args, "draws a whole run", "figures")
     written = [figures.training_curves(read_metrics(view.run_dir / "metrics.jsonl"), out / "training.png")]
     matrix = load_losses(view)
     by = args.by if args.by and args.by != "cluster" else view.groupings[0]
