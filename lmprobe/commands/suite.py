@@ -59,7 +59,9 @@ def run(args: argparse.Namespace, console) -> int:
             raise
         return 2  # the main process says it once
     finally:
-        accelerator.end_training()  # tear the process group down before exit (gloo aborts otherwise)
+        from lmprobe.train.launch import shut_down
+
+        shut_down(accelerator)
     if not accelerator.is_main_process:
         return 0
     if result.rows < 2:

@@ -85,12 +85,27 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
         rank = "" if accelerator.is_main_process else f" (process {accelerator.process_index})"
         console.print(f"[bold red]error{rank}:[/] {os_error_message(exc)}", highlight=False, soft_wrap=True)
         return 2
-    finally:  # every exit tears the process group down: left to interpreter exit, gloo can abort a process
-        PartialState().destroy_process_group()
+    finally:
+        shut_down(accelerator)
     if accelerator.is_main_process:
         print_summary(console, run.run_dir, summary, chosen.summary_keys)
-    accelerator.end_training()
     return 0
+
+
+def shut_down(accelerator) -> None:
+    """Finish the trackers and destroy the process group while the interpreter is still alive, after
+    dropping every reference to the wrapped model (a DDP module keeps the process group alive).
+    Left to interpreter exit, gloo's worker threads can abort a process (SIGABRT, "terminate called
+    without an active exception"), and the launcher then reports a finished run as failed."""
+    import gc
+
+    from accelerate import Accelerator, PartialState
+
+    if isinstance(accelerator, Accelerator):
+        accelerator.free_memory()  # the prepared model and optimizer
+        gc.collect()
+        accelerator.end_training()  # trackers, then the process group
+    PartialState().destroy_process_group()
 
 
 #: train.precision -> Accelerate's mixed_precision

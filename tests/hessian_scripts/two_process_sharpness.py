@@ -62,7 +62,10 @@ def main(output: str) -> None:
     if accelerator.is_main_process:
         Path(output).write_text(json.dumps(result))
     accelerator.wait_for_everyone()
-    accelerator.end_training()  # destroy the process group: left to interpreter exit, gloo can abort
+    del model, optimizer
+    from lmprobe.train.launch import shut_down
+
+    shut_down(accelerator)  # destroy the process group: left to interpreter exit, gloo can abort
 
 
 if __name__ == "__main__":
