@@ -6,16 +6,18 @@ import argparse
 import sys
 
 from lmprobe.errors import LmprobeError, OneLineArgumentParser, one_line_warnings, os_error_message
+from lmprobe.quiet import quiet_libraries
 
 
 def build_parser() -> argparse.ArgumentParser:
     from lmprobe import __version__
-    from lmprobe.commands import events, examples, mine, plot, push, sharpness, suite
+    from lmprobe.commands import events, examples, mine, plot, push, sharpness
+    from lmprobe.domain import domain_commands
 
     parser = OneLineArgumentParser(prog="lmprobe", description="Opposing signals and sharpness in training runs.")
     parser.add_argument("--version", action="version", version=f"lmprobe {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for command in (mine, sharpness, plot, examples, events, suite, push):
+    for command in (mine, sharpness, plot, examples, events, push, *domain_commands()):
         command.add_parser(subparsers)
     return parser
 
@@ -36,14 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a read-only run directory, a full disk: one line, not a traceback
         errors.print(f"[bold red]error:[/] {os_error_message(exc)}", highlight=False, soft_wrap=True)
         return 2
-
-
-def quiet_libraries() -> None:
-    """Our progress bars and our errors only: no per-save shard bars or config chatter."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

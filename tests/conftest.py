@@ -92,7 +92,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
     BPE trains in a second and the output head stays cheap."""
     import json
 
-    from lmprobe.data import iter_documents
+    from lmprobe.lm.data import iter_documents
 
     path = tmp_path_factory.mktemp("corpus") / "tiny.jsonl"
     with open(path, "w") as f:

@@ -112,7 +112,7 @@ def test_a_gathered_state_dict_is_what_the_hub_folder_holds(tmp_path):
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
     from lmprobe.lm.task import publishable_tokenizer, save_publishable
-    from lmprobe.data.tokenizer import load_tokenizer
+    from lmprobe.lm.data.tokenizer import load_tokenizer
 
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=16, n_embd=8, n_layer=1, n_head=2))
     gathered = {name: torch.full_like(t, 0.5) for name, t in model.state_dict().items()}

@@ -129,7 +129,7 @@ def test_mine_interrupted_trace_uses_complete_rows(tiny_run, tmp_path, capsys):
 def test_mine_vocabulary_mismatch(tiny_corpus, tmp_path, capsys):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from lmprobe.data import GPT2_DIR
+    from lmprobe.lm.data import GPT2_DIR
 
     folder = tmp_path / "small-vocab"
     GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(folder)

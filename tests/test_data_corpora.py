@@ -15,8 +15,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from lmprobe.data import iter_documents, source_fingerprint  # noqa: E402
-from lmprobe.data.corpora import SAMPLE_CORPUS, SAMPLE_SOURCES  # noqa: E402
+from lmprobe.lm.data import iter_documents, source_fingerprint  # noqa: E402
+from lmprobe.lm.data.corpora import SAMPLE_CORPUS, SAMPLE_SOURCES  # noqa: E402
 from lmprobe.errors import LmprobeError  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

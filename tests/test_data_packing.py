@@ -13,8 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import lmprobe.data.packing as packing_module  # noqa: E402
-from lmprobe.data import PackedData, load_tokenizer, prepare_lm_data, unigram_entropy_nats  # noqa: E402
+import lmprobe.lm.data.packing as packing_module  # noqa: E402
+from lmprobe.lm.data import PackedData, load_tokenizer, prepare_lm_data, unigram_entropy_nats  # noqa: E402
 from lmprobe.errors import LmprobeError  # noqa: E402
 
 

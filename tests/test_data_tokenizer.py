@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import lmprobe.data.tokenizer as tokenizer_module  # noqa: E402
-from lmprobe.data import load_tokenizer  # noqa: E402
+import lmprobe.lm.data.tokenizer as tokenizer_module  # noqa: E402
+from lmprobe.lm.data import load_tokenizer  # noqa: E402
 from lmprobe.errors import LmprobeError  # noqa: E402
 
 WORDS = "the cat sat on the mat and the dog ran to the house: the end\nof it was near".split(" ")

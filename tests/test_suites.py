@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lmprobe.cli import main
-from lmprobe.suites import hub_series, local_series, read_record
+from lmprobe.lm.suites import hub_series, local_series, read_record
 from lmprobe.trace import read_trace
 from tests.conftest import accelerate_two_processes
 
@@ -29,7 +29,7 @@ def checkpoints(tmp_path_factory, tiny_corpus, one_thread) -> list[Path]:
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from lmprobe.data import load_tokenizer, prepare_lm_data
+    from lmprobe.lm.data import load_tokenizer, prepare_lm_data
 
     tokenizer = load_tokenizer("bpe-512", source=str(tiny_corpus))
     config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -141,7 +141,7 @@ def test_table_names_the_duplicate_and_every_file(checkpoints, tiny_corpus, tmp_
 
 
 def test_rerun_resumes_without_recomputing(built, checkpoints, tiny_corpus, capsys, monkeypatch):
-    import lmprobe.suites.build as build
+    import lmprobe.lm.suites.build as build
 
     losses = built / "trace" / "losses.bin"
     before = (losses.stat().st_mtime_ns, losses.read_bytes())
@@ -160,7 +160,7 @@ def test_rerun_resumes_without_recomputing(built, checkpoints, tiny_corpus, caps
 
 def test_an_interrupted_or_extended_series_continues(built, checkpoints, tiny_corpus, tmp_path, capsys,
                                                       monkeypatch, one_thread):
-    import lmprobe.suites.build as build
+    import lmprobe.lm.suites.build as build
 
     loaded = []
     real = build.load_model

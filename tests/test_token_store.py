@@ -13,9 +13,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import lmprobe.data.store as store_module  # noqa: E402
-from lmprobe.data import load_tokenizer, open_token_store, prepare_lm_data  # noqa: E402
-from lmprobe.data.store import STORE_DIR, token_dtype  # noqa: E402
+import lmprobe.lm.data.store as store_module  # noqa: E402
+from lmprobe.lm.data import load_tokenizer, open_token_store, prepare_lm_data  # noqa: E402
+from lmprobe.lm.data.store import STORE_DIR, token_dtype  # noqa: E402
 from lmprobe.errors import LmprobeError  # noqa: E402
 
 

@@ -153,13 +153,6 @@ class ExampleStats:
             "class_shares": self.class_shares,
         }
 
-    def to_table(self, keys: dict[str, np.ndarray] | None = None,
-                 extra_columns: dict[str, np.ndarray] | None = None):
-        """A pyarrow Table, one row per example (see `lmprobe.dynamics.export.to_table`)."""
-        from lmprobe.dynamics.export import to_table
-
-        return to_table(self, keys, extra_columns)
-
 
 def _select_records(losses: Any, steps: Any, window) -> tuple[Any, int, int, np.ndarray]:
     from lmprobe.mining.inputs import select_window

@@ -8,13 +8,9 @@ domain-agnostic and shows whatever its describe / key_label callables return.
 
 from __future__ import annotations
 
+from lmprobe.report.escape import visible_text
+
 LEADING_SPACE = "\u2423"  # ␣
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def visible_text(text: str) -> str:
-    """Newlines, tabs and carriage returns as backslash escapes; everything else unchanged."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in text)
 
 
 def visible_token(token: str) -> str:

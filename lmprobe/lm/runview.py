@@ -52,7 +52,7 @@ class LMRunView(RunViewBase):
                 f"{checkpoint} is not part of an lmprobe run, so it has no probe set; pass --data "
                 f"(sample, a .txt/.jsonl file or folder) to draw one"
             )
-        from lmprobe.data import prepare_lm_data
+        from lmprobe.lm.data import prepare_lm_data
 
         tokenizer = load_tokenizer_from(checkpoint)
         block = min(DATA_PROBE_BLOCK, model_positions(checkpoint))

@@ -130,7 +130,7 @@ class LMTask:
     unit = "tokens"
 
     def __init__(self, cfg: LMConfig):
-        from lmprobe.data import load_tokenizer, open_token_store, prepare_lm_data
+        from lmprobe.lm.data import load_tokenizer, open_token_store, prepare_lm_data
 
         self.model_cfg, self.data_cfg = cfg.model, cfg.data
         self.tokenizer = load_tokenizer(

@@ -25,8 +25,7 @@ from rich.console import Console, Group as RichGroup
 from rich.table import Table
 from rich.text import Text
 
-# visible_token / LEADING_SPACE: re-exported for callers that still import them from here.
-from lmprobe.lm.display import LEADING_SPACE, visible_text, visible_token  # noqa: F401
+from lmprobe.report.escape import visible_text
 from lmprobe.mining.clusters import Cluster
 from lmprobe.mining.result import MiningResult
 

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
     from accelerate.utils import broadcast_object_list, parse_flag_from_env
     from rich.console import Console
 
-    from lmprobe.cli import quiet_libraries
+    from lmprobe.quiet import quiet_libraries
     from lmprobe.train.loop import Interrupted
 
     quiet_libraries()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lmprobe.errors import LmprobeError
-from lmprobe.suites.series import SeriesCheckpoint
+from lmprobe.lm.suites.series import SeriesCheckpoint
 
 SUITE_FILE = "suite.json"
 SUITE_VERSION = 1

@@ -1,6 +1,6 @@
 """A memory-mapped token store: a corpus tokenised once, in parallel, into token files on disk.
 
-Why: the in-memory path (lmprobe.data.packing) holds every token as int32 in RAM, fine for the
+Why: the in-memory path (lmprobe.lm.data.packing) holds every token as int32 in RAM, fine for the
 bundled sample but 36 GB for all of OpenWebText. The store is nanoGPT's prepare.py idea:
 
 1. *corpus tokens* (cache_dir/token-store/<key>/): the source's documents in source order,
@@ -14,7 +14,7 @@ bundled sample but 36 GB for all of OpenWebText. The store is nanoGPT's prepare.
 
 Opening a store maps the files (np.memmap): blocks are a [n_blocks, block_size] view, so memory
 stays flat whatever the corpus size, and the blocks equal the in-memory packing exactly. Both
-levels are built in a temporary folder renamed into place (lmprobe.data.cache.cached_folder):
+levels are built in a temporary folder renamed into place (lmprobe.cache.cached_folder):
 an interrupted build leaves only a hidden temporary folder, never an entry that looks complete,
 and every open checks the file sizes against the entry's meta.json.
 """
@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lmprobe.data.cache import cache_root, cached_folder, fingerprint
-from lmprobe.data.corpora import iter_documents, source_fingerprint
-from lmprobe.data.packing import (
+from lmprobe.cache import cache_root, cached_folder, fingerprint
+from lmprobe.lm.data.corpora import iter_documents, source_fingerprint
+from lmprobe.lm.data.packing import (
     PackedData, check_arguments, single_document_error, split_documents, too_small_error,
 )
-from lmprobe.data.tokenizer import tokenizer_fingerprint
+from lmprobe.lm.data.tokenizer import tokenizer_fingerprint
 from lmprobe.errors import LmprobeError
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from lmprobe.data.cache import fingerprint
+from lmprobe.cache import fingerprint
 from lmprobe.errors import LmprobeError
-from lmprobe.suites.series import SeriesCheckpoint
+from lmprobe.lm.suites.series import SeriesCheckpoint
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 _DEFAULT_POSITIONS = 1024
@@ -41,7 +41,7 @@ def shared_tokenizer(series: Sequence[SeriesCheckpoint], tokenizer_name: str | N
             )
 
     if tokenizer_name is not None:
-        from lmprobe.data import load_tokenizer
+        from lmprobe.lm.data import load_tokenizer
 
         tokenizer, where = load_tokenizer(tokenizer_name), f"--tokenizer {tokenizer_name}"
     else:

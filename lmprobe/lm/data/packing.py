@@ -5,7 +5,7 @@ Each document is tokenised and followed by EOS; documents are split into train a
 split's documents are concatenated in that permuted order and cut into blocks of block_size
 (the remainder is dropped). Tokenisation, the slow part, is cached on disk keyed by the source's
 content and the tokenizer's content; the split and the packing are cheap and redone every call.
-Everything here lives in RAM (int32); lmprobe.data.store gives the same blocks memory-mapped from
+Everything here lives in RAM (int32); lmprobe.lm.data.store gives the same blocks memory-mapped from
 disk for corpora that do not fit (data.storage=mmap).
 """
 
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lmprobe.data.cache import cache_root, cached_folder, fingerprint
-from lmprobe.data.corpora import is_streaming, iter_documents, source_fingerprint
-from lmprobe.data.tokenizer import tokenizer_fingerprint
+from lmprobe.cache import cache_root, cached_folder, fingerprint
+from lmprobe.lm.data.corpora import is_streaming, iter_documents, source_fingerprint
+from lmprobe.lm.data.tokenizer import tokenizer_fingerprint
 from lmprobe.errors import LmprobeError
 
 if TYPE_CHECKING:

@@ -80,8 +80,8 @@ def run(args: argparse.Namespace, console) -> int:
 def build(args: argparse.Namespace, accelerator):
     from rich.console import Console
 
-    from lmprobe.suites import SuiteOptions, build_suite, hub_series, local_series
-    from lmprobe.suites.series import parse_step_list
+    from lmprobe.lm.suites import SuiteOptions, build_suite, hub_series, local_series
+    from lmprobe.lm.suites.series import parse_step_list
 
     check_output_folder(args.out, "--out")
     steps = parse_step_list(args.steps)

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmprobe.data.cache import cache_root, cached_folder, fingerprint
-from lmprobe.data.corpora import ASSETS_DIR, is_streaming, iter_documents, source_fingerprint
+from lmprobe.cache import cache_root, cached_folder, fingerprint
+from lmprobe.lm.data.corpora import ASSETS_DIR, is_streaming, iter_documents, source_fingerprint
 from lmprobe.errors import LmprobeError, first_line
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmprobe.data.corpora import is_streaming
+from lmprobe.lm.data.corpora import is_streaming
 from lmprobe.errors import LmprobeError
 from lmprobe.lm.probe import TextProbe
 from lmprobe.train.train_sample import hessian_indices, lookahead_indices, write_train_sample
@@ -51,7 +51,7 @@ def max_tokens_for(data: str, max_tokens: int | None) -> int | None:
 
 def build_probe(settings: ProbeSettings, tokenizer: Any, probe_dir: Path) -> TextProbe:
     """Tokenise the source, choose the probe, save it (with the tokenizer) and the training sample."""
-    from lmprobe.data import prepare_lm_data
+    from lmprobe.lm.data import prepare_lm_data
 
     split = prepare_lm_data(settings.data, tokenizer, block_size=settings.block_size,
                             val_fraction=settings.val_fraction, seed=settings.seed, max_tokens=settings.max_tokens)

@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from lmprobe.suites.series import SeriesCheckpoint
+from lmprobe.lm.suites.series import SeriesCheckpoint
 from lmprobe.train.checkpoint import INFO_FILE, checkpoint_name
 
 #: our marker is written fresh; an lmprobe run's optimiser state (resume/, or training_state.pt in

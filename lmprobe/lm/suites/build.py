@@ -20,14 +20,14 @@ import torch
 
 from lmprobe.errors import LmprobeError
 from lmprobe.lm.probe import TextProbe
-from lmprobe.suites.compat import SharedTokenizer, shared_tokenizer
-from lmprobe.suites.hashing import weights_sha256
-from lmprobe.suites.links import link_checkpoint
-from lmprobe.suites.probe import ProbeSettings, build_probe, max_tokens_for, probe_files, source_name
-from lmprobe.suites.record import (
+from lmprobe.lm.suites.compat import SharedTokenizer, shared_tokenizer
+from lmprobe.lm.suites.hashing import weights_sha256
+from lmprobe.lm.suites.links import link_checkpoint
+from lmprobe.lm.suites.probe import ProbeSettings, build_probe, max_tokens_for, probe_files, source_name
+from lmprobe.lm.suites.record import (
     DUPLICATE, RECORDED, Evaluated, SuiteRecord, check_same_probe, pending_checkpoints, read_record, write_record,
 )
-from lmprobe.suites.series import SeriesCheckpoint
+from lmprobe.lm.suites.series import SeriesCheckpoint
 from lmprobe.trace import TraceWriter, read_trace
 from lmprobe.train.checkpoint import checkpoint_name
 from lmprobe.train.task import probe_row
