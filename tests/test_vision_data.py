@@ -239,3 +239,59 @@ def test_normalize_and_augment():
     assert torch.all(same | mirrored) and 10 < int(mirrored.sum()) < 54
     with pytest.raises(LmprobeError, match="uint8 images"):
         normalize(torch.zeros(2, 3, 32, 32))
+
+
+# ----------------------------------------------------------------------------- hostile pickles
+class _Payload:
+    """A pickle that, when loaded by plain pickle.loads, creates a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _python_batches_folder(folder: Path, poisoned: str, payload) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), b"labels": list(range(10)) * 2}
+        (folder / name).write_bytes(pickle.dumps(payload if name == poisoned else batch))
+
+
+@pytest.mark.parametrize("poisoned", ["data_batch_1", "test_batch"])
+def test_a_malicious_python_batch_is_refused_without_running(tmp_path, poisoned):
+    marker = tmp_path / "payload-ran"
+    folder = tmp_path / "cifar-10-batches-py"
+    _python_batches_folder(folder, poisoned, {b"data": _Payload(marker), b"labels": []})
+    with pytest.raises(LmprobeError, match="refused without loading") as caught:
+        load_images(str(folder), n_train=10, n_val=10, seed=0, cache_dir=tmp_path / "cache")
+    assert not marker.exists()
+    assert "\n" not in str(caught.value) and "touch" in str(caught.value)  # names what it asked for
+
+
+def test_an_object_array_in_a_batch_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    objects = np.empty(3, dtype=object)
+    _python_batches_folder(folder, "data_batch_2", {b"data": objects, b"labels": [0, 1, 2]})
+    with pytest.raises(LmprobeError, match="refused without loading"):
+        load_images(str(folder), n_train=10, n_val=10, seed=0, cache_dir=tmp_path / "cache")
+
+
+def test_the_cli_says_one_line_for_a_malicious_archive(tmp_path):
+    """Through the training entry point: one line on stderr, exit 2, and the payload never runs."""
+    marker = tmp_path / "payload-ran"
+    folder = tmp_path / "cifar-10-batches-py"
+    _python_batches_folder(folder, "data_batch_3", _Payload(marker))
+    import os
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "cli/train_vision.py"), f"data.source={folder}",
+                           "train.steps=1", f"out_dir={tmp_path / 'runs'}", "--name", "evil"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "LMPROBE_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert not marker.exists()
+    assert "refused without loading" in done.stderr and "Traceback" not in done.stderr

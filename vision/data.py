@@ -22,81 +22,25 @@ import functools
 import hashlib
 import heapq
 import io
-import json
 import os
-import pickle
 import tarfile
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lmprobe.data.cache import cache_root, fingerprint
+from lmprobe.cache import cache_root, fingerprint
 from lmprobe.errors import LmprobeError
+from vision.cifar_pickle import load_batch
+from vision.images import (  # noqa: F401  (part of this module's interface)
+    CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGE_SIZE, ImageData, channel_stats, per_class_counts,
+)
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 HUB_DATASET = "uoft-cs/cifar10"
-IMAGE_SIZE = 32
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TRAIN_SPLITS, VAL_SPLITS = ("train",), ("test", "val")
 _CACHE_VERSION = 1
-
-
-@dataclass
-class ImageData:
-    """A train and a validation set of uint8 HWC images with labels and source ids."""
-
-    train_x: np.ndarray  # uint8 [N, 32, 32, 3]
-    train_y: np.ndarray  # int64 [N]
-    val_x: np.ndarray
-    val_y: np.ndarray
-    class_names: list[str]
-    train_ids: np.ndarray  # int64 [N]: the image's id in its source split
-    val_ids: np.ndarray
-    source: str  # what the images are, in words
-    mean: tuple[float, float, float] = CIFAR10_MEAN  # per-channel statistics for `normalize`
-    std: tuple[float, float, float] = CIFAR10_STD
-    train_feature: np.ndarray | None = None  # int64 planted feature id per image (synthetic only)
-    val_feature: np.ndarray | None = None
-    feature_names: dict[int, str] = field(default_factory=dict)  # planted feature id -> name
-    planted: dict = field(default_factory=dict)  # the known answer (vision.synthetic)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-    def save_npz(self, path: str | os.PathLike) -> None:
-        """Written under a temporary name and renamed, so readers never see half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"class_names": self.class_names, "source": self.source, "mean": self.mean, "std": self.std,
-                "feature_names": {str(k): v for k, v in self.feature_names.items()}, "planted": self.planted}
-        arrays = {k: getattr(self, k) for k in ("train_x", "train_y", "val_x", "val_y", "train_ids", "val_ids")}
-        for k in ("train_feature", "val_feature"):
-            if getattr(self, k) is not None:
-                arrays[k] = getattr(self, k)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
-            np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    @classmethod
-    def load_npz(cls, path: str | os.PathLike) -> "ImageData":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            arrays = {k: z[k] for k in z.files if k != "meta"}
-        return cls(class_names=meta["class_names"], source=meta["source"], mean=tuple(meta["mean"]),
-                   std=tuple(meta["std"]), feature_names={int(k): v for k, v in meta["feature_names"].items()},
-                   planted=meta["planted"], **arrays)
 
 
 # ----------------------------------------------------------------------------- public entry
@@ -163,12 +107,6 @@ def augment(x_uint8: np.ndarray | torch.Tensor, generator: torch.Generator, padd
     return padded[index[0], index[1], index[2]]
 
 
-def channel_stats(x_uint8: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 HWC images, on the 0..1 scale."""
-    x = x_uint8.reshape(-1, 3).astype(np.float64) / 255.0
-    return tuple(float(v) for v in x.mean(0)), tuple(float(v) for v in x.std(0))
-
-
 # ----------------------------------------------------------------------------- subset choice
 def rank_keys(seed: int, split: str, tokens: Iterable[str]) -> np.ndarray:
     """A seeded pseudo-random uint64 rank for each token (an image's name or id in its split)."""
@@ -177,11 +115,6 @@ def rank_keys(seed: int, split: str, tokens: Iterable[str]) -> np.ndarray:
         digest = hashlib.blake2b(f"{seed}/{split}/{token}".encode(), digest_size=8).digest()
         out.append(int.from_bytes(digest, "little"))
     return np.array(out, dtype=np.uint64)
-
-
-def per_class_counts(n: int, n_classes: int) -> list[int]:
-    """n split as evenly as possible: the first n % n_classes classes get one more."""
-    return [n // n_classes + (1 if c < n % n_classes else 0) for c in range(n_classes)]
 
 
 def balanced_pick(labels: np.ndarray, ranks: np.ndarray, n: int, classes: Sequence[int], what: str) -> np.ndarray:
@@ -407,27 +340,19 @@ def _find_python_batches(root: Path) -> dict[str, Path] | None:
     return None
 
 
-def _unpickle(blob: bytes, name: str) -> dict:
-    try:
-        return pickle.loads(blob, encoding="bytes")
-    except Exception as exc:
-        raise LmprobeError(f"{name} is not a CIFAR-10 python pickle ({type(exc).__name__}): "
-                           f"pass the original cifar-10-python.tar.gz") from None
-
-
 def _batches_to_parts(blobs: dict[str, bytes], where: str):
     missing = [n for n in (*_TRAIN_BATCHES, "test_batch") if n not in blobs]
     if missing:
         raise LmprobeError(f"{where} lacks {', '.join(missing)}: pass the complete cifar-10-python archive")
     names = list(CIFAR10_CLASSES)
     if "batches.meta" in blobs:
-        meta = _unpickle(blobs["batches.meta"], "batches.meta")
+        meta = load_batch(blobs["batches.meta"], "batches.meta")
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", names)]
     splits = {}
     for split, batch_names in (("train", _TRAIN_BATCHES), ("val", ("test_batch",))):
         xs, ys = [], []
         for name in batch_names:
-            batch = _unpickle(blobs[name], name)
+            batch = load_batch(blobs[name], name)
             xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE))
             ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
         splits[split] = (np.concatenate(xs), np.concatenate(ys))

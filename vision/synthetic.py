@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmprobe.errors import LmprobeError
-from vision.data import ImageData, channel_stats, per_class_counts
+from vision.images import ImageData, channel_stats, per_class_counts
 
 PATTERNS = ("hstripes", "vstripes", "checker", "ring", "cross", "diagonal", "disc", "xmark", "frame", "dots")
 FEATURE_NAMES = {0: "none", 1: "sky", 2: "grass"}
