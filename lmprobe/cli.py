@@ -8,18 +8,35 @@ import sys
 from lmprobe.errors import LmprobeError, OneLineArgumentParser, one_line_warnings, os_error_message
 from lmprobe.quiet import quiet_libraries
 
+COMMANDS_GROUP = "lmprobe.commands"
+
 
 def build_parser() -> argparse.ArgumentParser:
     from lmprobe import __version__
     from lmprobe.commands import events, examples, mine, plot, push, sharpness
-    from lmprobe.domain import domain_commands
 
     parser = OneLineArgumentParser(prog="lmprobe", description="Opposing signals and sharpness in training runs.")
     parser.add_argument("--version", action="version", version=f"lmprobe {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for command in (mine, sharpness, plot, examples, events, push, *domain_commands()):
+    for command in (mine, sharpness, plot, examples, events, push, *plugin_commands()):
         command.add_parser(subparsers)
     return parser
+
+
+def plugin_commands() -> list:
+    """Subcommand modules from the `lmprobe.commands` entry points (text's `lmprobe suite`, a plug-in's own).
+
+    Only the command modules are imported, not their domains, so `lmprobe mine` on a text run
+    never loads vision; a broken plug-in is skipped rather than breaking every command."""
+    from importlib.metadata import entry_points
+
+    modules = []
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            modules.append(entry.load())
+        except (ImportError, AttributeError):
+            continue
+    return modules
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,7 +76,6 @@ class Domain:
     model_types: tuple[str, ...] = ()  # config.json model_type values a lone checkpoint is recognised by
     summary_keys: tuple[str, ...] = ("step", "loss", "val_loss")
     train_script: str = ""  # shown in messages, e.g. "cli/train_lm.py"
-    commands: tuple[str, ...] = ()  # modules with add_parser(subparsers): the domain's own `lmprobe` subcommands
 
 
 def lazy(target: str) -> Callable[..., Any]:
@@ -120,20 +119,6 @@ def get_domain(name: str) -> Domain:
     if not isinstance(domain, Domain) or domain.name != name:
         raise LmprobeError(f"entry point {name!r} in {GROUP} does not name a Domain called {name!r}")
     return domain
-
-
-def domain_commands() -> list[Any]:
-    """The subcommand modules every installed domain contributes (e.g. text's `lmprobe suite`)."""
-    import importlib
-
-    modules = []
-    for name in available_domains():
-        try:
-            domain = get_domain(name)
-        except (LmprobeError, ImportError, AttributeError):  # a broken plug-in must not break the CLI
-            continue
-        modules.extend(importlib.import_module(module) for module in domain.commands)
-    return modules
 
 
 def domain_of(located: Located) -> str:

@@ -14,5 +14,4 @@ DOMAIN = Domain(
     model_types=("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gptj", "opt", "bloom", "gpt_neo", "phi"),
     summary_keys=("step", "loss", "val_loss", "val_ppl", "unigram_entropy_nats", "tokens_per_s"),
     train_script="cli/train_lm.py",
-    commands=("lmprobe.lm.suites.command",),
 )
