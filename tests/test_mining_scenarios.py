@@ -36,7 +36,10 @@ def mined():
     for seed in SEEDS:
         trace = _trace(seed)
         out.append((trace, mine(trace.losses, trace.steps, trace.keys, n_clusters=0),
-                    mine(trace.losses, trace.steps, trace.keys, n_clusters=0, skip_transient=False)))
+                    # Without sliding windows: the whole-trace test alone, which the collapse spoils
+                    # (with windows the later windows find the rare pair anyway: 5 of 6 seeds).
+                    mine(trace.losses, trace.steps, trace.keys, n_clusters=0, skip_transient=False,
+                         windows=False)))
     return out
 
 

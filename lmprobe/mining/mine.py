@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -13,13 +14,15 @@ from lmprobe.mining.groups import Group, GroupIndex, group_examples
 from lmprobe.mining.histogram import Histogram, sample_edges
 from lmprobe.mining.inputs import TraceWindow, parse_by, select_window, validate_keys
 from lmprobe.mining.movers import Movers, window_movers
-from lmprobe.mining.opposing import DEFAULT_ALPHA, PairTest, find_opposing_pairs
+from lmprobe.mining.opposing import DEFAULT_ALPHA, TARGET, PairTest, RestBlocks, find_opposing_pairs
 from lmprobe.mining.stats import bonferroni_threshold
 from lmprobe.mining.result import MiningResult
 from lmprobe.mining.stream import DEFAULT_CHUNK_CELLS, TraceScan, scan_trace
 from lmprobe.mining.transient import choose_window
+from lmprobe.mining.windows import Rung, complexity_over_windows, order_of, windowed_pairs
 
 EXAMPLES_PER_GROUP = 5
+REST_TARGETS = 20  # rest targets kept per one-vs-rest pair (the count of all is kept too)
 CLUSTER_MODE = "cluster"
 GROUP_CELLS = 1 << 25  # records x groups of per-record group sums kept at most (256 MiB)
 
@@ -55,13 +58,24 @@ def scan_finite(
     chunk_cells: int,
 ) -> tuple[np.ndarray, GroupIndex, TraceScan]:
     """Scan the window, rescanning once without the examples whose loss is not finite."""
+    def build(keep):
+        index = group_examples(keys, key_names, min_size=min_size, include=keep, max_groups=max_groups)
+        return index.group_of, index.n_groups, index
+
+    keep, index, scan = scan_layers(window, build, top=top, edges=edges, chunk_cells=chunk_cells)
+    return keep, index, scan
+
+
+def scan_layers(window: TraceWindow, build, *, top: int, edges: np.ndarray, chunk_cells: int):
+    """Scan the window with the group layout `build(keep) -> (group_of, n_columns, payload)`,
+    rescanning once without the examples whose loss is not finite; -> (keep, payload, scan)."""
     keep = np.ones(window.n_examples, dtype=bool)
     for _ in range(2):
-        index = group_examples(keys, key_names, min_size=min_size, include=keep, max_groups=max_groups)
-        scan = scan_trace(window, keep=keep, group_of=index.group_of, n_groups=index.n_groups,
+        group_of, n_columns, payload = build(keep)
+        scan = scan_trace(window, keep=keep, group_of=group_of, n_groups=n_columns,
                           top=top, hist_edges=edges, chunk_cells=chunk_cells)
         if scan.complete:
-            return keep, index, scan
+            return keep, payload, scan
         keep = keep & ~scan.nonfinite
         if not keep.any():
             raise LmprobeError(
@@ -71,12 +85,83 @@ def scan_finite(
     raise AssertionError("a rescan without the non-finite columns found non-finite values")
 
 
+@dataclass
+class _Layer:
+    """One grouping laid out for the scan: its groups (columns offset..offset+G of the group
+    sums) and, when it has a feature to share, the feature blocks for one-vs-rest."""
+
+    by: str
+    key_names: tuple[str, ...]
+    index: GroupIndex
+    offset: int
+    blocks: GroupIndex | None = None  # feature blocks holding a kept group (ids renumbered)
+    block_of_group: np.ndarray | None = None
+    block_offset: int = 0
+
+
+def _feature_blocks(keys, key_names, index: GroupIndex, include) -> tuple[GroupIndex, np.ndarray] | None:
+    """Blocks of examples sharing every key but the target (with every shared value >= 0) that
+    hold at least one kept group, and the block of each kept group (-1: none)."""
+    shared = tuple(n for n in key_names if n != TARGET)
+    if TARGET not in key_names or not shared or index.n_groups == 0:
+        return None
+    blocks = group_examples(keys, shared, min_size=1, include=include)
+    grouped = np.flatnonzero(index.group_of >= 0)
+    _, first = np.unique(index.group_of[grouped], return_index=True)
+    block_of_group = blocks.group_of[grouped[first]]
+    valid = (blocks.keys >= 0).all(axis=1)
+    block_of_group = np.where(valid[block_of_group], block_of_group, -1)
+    used = np.unique(block_of_group[block_of_group >= 0])
+    renumber = np.full(blocks.n_groups + 1, -1, dtype=np.int64)
+    renumber[used] = np.arange(used.size)
+    group_of = renumber[blocks.group_of]  # -1 maps to renumber[-1] = -1
+    kept = GroupIndex(shared, blocks.keys[used], blocks.sizes[used], group_of)
+    return kept, np.where(block_of_group >= 0, renumber[block_of_group], -1)
+
+
+def _build_layers(keys, specs, include, min_size, max_groups, one_vs_rest, rung_groups):
+    """Group sums for several groupings in one scan: a [layers, examples] id matrix. The first
+    grouping keeps up to max_groups groups, the others up to rung_groups each."""
+    layers, rows, offset = [], [], 0
+    for i, (by, key_names) in enumerate(specs):
+        index = group_examples(keys, key_names, min_size=min_size, include=include,
+                               max_groups=max_groups if i == 0 else rung_groups)
+        layer = _Layer(by, key_names, index, offset)
+        rows.append(np.where(index.group_of >= 0, index.group_of + offset, -1))
+        offset += index.n_groups
+        found = _feature_blocks(keys, key_names, index, include) if one_vs_rest else None
+        if found is not None and found[0].n_groups:
+            layer.blocks, layer.block_of_group = found
+            layer.block_offset = offset
+            rows.append(np.where(found[0].group_of >= 0, found[0].group_of + offset, -1))
+            offset += found[0].n_groups
+        layers.append(layer)
+    return np.stack(rows), offset, layers
+
+
 def _group_examples_to_show(index: GroupIndex, movement: np.ndarray) -> list[np.ndarray]:
     """Each group's members ordered by how much they move (most first), a few per group."""
     grouped = np.flatnonzero(index.group_of >= 0)
     order = grouped[np.lexsort((grouped, -movement[grouped], index.group_of[grouped]))]
     bounds = np.cumsum(index.sizes)[:-1]
     return [part[:EXAMPLES_PER_GROUP] for part in np.split(order, bounds)] if index.n_groups else []
+
+
+def _describe_rests(pairs, layer: _Layer | None, keys, movement: np.ndarray) -> None:
+    """Fill in a one-vs-rest pair's rest: its targets (largest first) and members to show."""
+    if layer is None or layer.blocks is None:
+        return
+    target = keys[TARGET]
+    for pair in pairs:
+        if not pair.is_one_vs_rest:
+            continue
+        members = np.flatnonzero((layer.blocks.group_of == pair.block) & (layer.index.group_of != pair.group_a))
+        values, counts = np.unique(target[members], return_counts=True)
+        order = np.lexsort((values, -counts))
+        pair.rest_targets = [int(v) for v in values[order][:REST_TARGETS]]
+        pair.rest_n_targets = int(values.size)
+        shown = members[np.lexsort((members, -movement[members]))]
+        pair.rest_examples = [int(i) for i in shown[:EXAMPLES_PER_GROUP]]
 
 
 def find_movers(
@@ -124,6 +209,9 @@ def mine(
     chunk_cells: int = DEFAULT_CHUNK_CELLS,
     seed: int = 0,
     skip_transient: bool = True,
+    windows: bool = True,
+    one_vs_rest: bool = True,
+    ladder: Sequence[str] | None = None,
 ) -> MiningResult:
     """Mine a loss trace [records x examples] for movers, groups, opposing pairs and clusters.
 
@@ -135,6 +223,10 @@ def mine(
     Without a window the initial loss collapse is left out (`transient`; skip_transient=False
     keeps it); `result.window_choice` says which window was mined and why.
     by="cluster": no keyed groups or pairs, only the clustering (n_clusters >= 2 needed).
+    windows: also test pairs over sliding windows (`windows`; corrected for); one_vs_rest: also
+    test each group against the rest of its feature (`opposing`); ladder: groupings of
+    increasing order (e.g. "target", "feature-target", "feature2-feature-target") whose
+    complexity over windows of training is measured (`result.complexity`; None: not measured).
     Memory: O(chunk_cells + examples + records x groups); groups beyond GROUP_CELLS / records
     (largest kept) and cluster candidates beyond CLUSTER_CELLS / intervals are dropped, with
     a note in `warnings`.
@@ -149,12 +241,30 @@ def mine(
     trace, window_choice = choose_window(trace, window, skip_transient)
     edges = sample_edges(trace, bins)
     group_budget = max(1, GROUP_CELLS // trace.n_records)
-    # Cluster mode groups nothing: one key of its own, no group reaching the minimum size.
-    keep, index, scan = scan_finite(trace, keys if key_names else {"example": np.arange(trace.n_examples)},
-                                    key_names or ("example",),
-                                    min_size=min_size if key_names else trace.n_examples + 1,
-                                    max_groups=min(max_groups or group_budget, group_budget),
-                                    top=top, edges=edges, chunk_cells=chunk_cells)
+    specs = []
+    if key_names:
+        specs.append((by, key_names))
+        for rung_by in ladder or ():
+            rung_names = parse_by(rung_by, keys)
+            if rung_names not in [names for _, names in specs]:
+                specs.append((rung_by, rung_names))
+    limit = min(max_groups or group_budget, group_budget)
+    # The ladder's other groupings share one more budget; feature blocks never outnumber their
+    # grouping's groups: the group sums stay below 4 x GROUP_CELLS cells in all.
+    rung_limit = max(1, group_budget // max(1, len(specs) - 1))
+    if key_names:
+        def build(include):
+            group_of, n_columns, layers = _build_layers(keys, specs, include, min_size, limit, one_vs_rest,
+                                                        rung_limit)
+            return group_of, n_columns, layers
+
+        keep, layers, scan = scan_layers(trace, build, top=top, edges=edges, chunk_cells=chunk_cells)
+        index = layers[0].index
+    else:  # cluster mode groups nothing: one key of its own, no group reaching the minimum size
+        keep, index, scan = scan_finite(trace, {"example": np.arange(trace.n_examples)}, ("example",),
+                                        min_size=trace.n_examples + 1, max_groups=limit, top=top,
+                                        edges=edges, chunk_cells=chunk_cells)
+        layers = []
     notes = []
     if index.n_groups == group_budget and (max_groups is None or max_groups > group_budget):
         notes.append(f"kept only the {group_budget} largest groups: {trace.n_records} records x"
@@ -165,8 +275,19 @@ def mine(
                      f" finite somewhere in steps {trace.steps[0]}..{trace.steps[-1]}")
         warnings.warn(notes[-1], RuntimeWarning, stacklevel=2)
 
-    mean_loss = scan.group_sum  # in place: records x groups may be the largest array here
-    mean_loss /= np.maximum(index.sizes, 1)[None, :]
+    sums = scan.group_sum  # in place: records x groups may be the largest array here
+    means, rests = [], []
+    for layer in layers:
+        columns = slice(layer.offset, layer.offset + layer.index.n_groups)
+        sums[:, columns] /= np.maximum(layer.index.sizes, 1)[None, :]
+        means.append(sums[:, columns])
+        rest = None
+        if layer.blocks is not None:
+            block_columns = slice(layer.block_offset, layer.block_offset + layer.blocks.n_groups)
+            sums[:, block_columns] /= np.maximum(layer.blocks.sizes, 1)[None, :]
+            rest = RestBlocks(sums[:, block_columns], layer.blocks.sizes, layer.block_of_group, min_size)
+        rests.append(rest)
+    mean_loss = means[0] if layers else sums
     movement = idiosyncratic_variance(scan.weighted_sum, scan.weighted_sq_sum,
                                       scan.weighted_trend_sum, scan.trend, scan.scale)
     shown = _group_examples_to_show(index, movement)
@@ -175,13 +296,32 @@ def mine(
               members=members, mean_loss=mean_loss[:, g], examples=shown[g])
         for g, members in enumerate(index.members())
     ]
+    complexity = None
     if mode == CLUSTER_MODE:
         pairs, pair_test = [], PairTest(trace.n_intervals, 0, alpha, bonferroni_threshold(alpha, 1),
                                         "cluster mode: no keyed groups (see clusters)")
     else:
-        pairs, pair_test = find_opposing_pairs(mean_loss, scan.trend, index.keys, index.sizes,
-                                               key_names, trace.steps, scan.scale,
-                                               n_total=scan.n_kept, alpha=alpha)
+        if windows:
+            pairs, pair_test = windowed_pairs(mean_loss, scan.trend, scan.scale, index.keys, index.sizes,
+                                              key_names, trace.steps, n_total=scan.n_kept, alpha=alpha,
+                                              rest=rests[0])
+        else:
+            pairs, pair_test = find_opposing_pairs(mean_loss, scan.trend, index.keys, index.sizes,
+                                                   key_names, trace.steps, scan.scale,
+                                                   n_total=scan.n_kept, alpha=alpha, rest=rests[0])
+        _describe_rests(pairs, layers[0], keys, movement)
+        if ladder:
+            wanted = [parse_by(b, keys) for b in ladder]
+            rungs = []
+            for layer, means_l, rest in zip(layers, means, rests):
+                if layer.key_names not in wanted:
+                    continue
+                rungs.append(Rung(
+                    by="-".join(layer.key_names), order=order_of(layer.by), key_names=layer.key_names,
+                    mean_loss=means_l, keys=layer.index.keys, sizes=layer.index.sizes, rest=rest))
+            rungs.sort(key=lambda r: wanted.index(r.key_names))
+            complexity = complexity_over_windows(rungs, scan.trend, scan.scale, trace.steps,
+                                                 n_total=scan.n_kept, alpha=alpha)
     clusters = None
     if n_clusters > 0:
         clusters = cluster_movers(trace, scan.trend, scan.scale, movement, keep, keys,
@@ -199,9 +339,11 @@ def mine(
         key_names=key_names, steps=trace.steps, n_examples=trace.n_examples,
         skipped=skipped, global_mean_loss=scan.kept_sum / scan.n_kept,
         movers=movers, histogram=scan.histogram, groups=groups, pairs=pairs,
-        pair_test=pair_test, clusters=clusters,
+        pair_test=pair_test, clusters=clusters, complexity=complexity,
         settings={"top": top, "min_size": min_size, "alpha": alpha, "n_clusters": n_clusters,
                   "cluster_top": cluster_top, "max_groups": max_groups, "bins": bins,
-                  "chunk_cells": chunk_cells, "seed": seed, "skip_transient": skip_transient},
+                  "chunk_cells": chunk_cells, "seed": seed, "skip_transient": skip_transient,
+                  "windows": windows, "one_vs_rest": one_vs_rest,
+                  "ladder": None if ladder is None else list(ladder)},
         warnings=notes,
     )

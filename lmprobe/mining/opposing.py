@@ -27,6 +27,18 @@ signal-to-noise ratio in units of per-example noise: it grows with size and ampl
 not reward noise. The square root (not n) keeps a 10x larger group from outranking a 3x
 larger swing. Correlation, z and amplitudes are reported alongside; significance is the
 test's job, the order is the strength's.
+
+One-vs-rest pairs (the paper's "sky: planes vs non-planes"). Besides every pair of groups
+sharing a feature, each group a is tested against the rest of its feature: every other example
+sharing the feature, whatever its target (kept groups and examples in groups below min_size
+alike), as one series of mean loss changes. A feature shared by one target and several small
+ones is otherwise cut into small pairs that rank low. Each such candidate counts in the
+Bonferroni correction (n_tested = pairs + one-vs-rest candidates). A candidate exists when the
+rest holds at least min_size examples and is not just one kept group (then it is the ordinary
+pair). It is reported when it is significant AND stronger than its parts: its strength
+score * sqrt(min(n_a, n_rest)) exceeds the strength of every pairwise candidate (a, b) with b
+a kept group in the rest, measured on the same intervals whether or not (a, b) is significant
+(`parts_strength` is the largest of them). Otherwise the pairs already say it.
 """
 
 from __future__ import annotations
@@ -50,6 +62,8 @@ from lmprobe.mining.stats import (
 )
 
 TARGET = "target"
+PAIR = "pair"
+ONE_VS_REST = "one-vs-rest"
 MIN_INTERVALS = 8
 DEFAULT_ALPHA = 0.01
 SWING_Z = 1.0
@@ -97,9 +111,26 @@ class OpposingPair:
     score: float  # sqrt(-cov): opposed swing amplitude, loss units per interval
     swings: list[Swing] = field(default_factory=list)
     strength: float = 0.0  # score * sqrt(min(size_a, size_b)): the ranking key (module docstring)
+    kind: str = PAIR  # PAIR, or ONE_VS_REST: group_a against every other example of its feature
+    block: int = -1  # one-vs-rest: the feature's block (index into the miner's blocks)
+    parts_strength: float = 0.0  # one-vs-rest: strongest pairwise part (a, b), b in the rest
+    rest_targets: list[int] = field(default_factory=list)  # one-vs-rest: the rest's targets, largest first
+    rest_n_targets: int = 0  # one-vs-rest: how many distinct targets the rest holds
+    rest_examples: list[int] = field(default_factory=list)  # one-vs-rest: a few rest members to show
+    window: tuple[int, int] | None = None  # steps of the window it was found in; None: the whole mined window
+    windows: list[tuple[int, int]] = field(default_factory=list)  # every window where it was significant
+
+    @property
+    def is_one_vs_rest(self) -> bool:
+        return self.kind == ONE_VS_REST
 
     def to_dict(self, key_names: tuple[str, ...]) -> dict[str, Any]:
         return {
+            "kind": self.kind, "block": int(self.block), "parts_strength": float(self.parts_strength),
+            "rest_targets": [int(t) for t in self.rest_targets], "rest_n_targets": int(self.rest_n_targets),
+            "rest_examples": [int(i) for i in self.rest_examples],
+            "window": None if self.window is None else [int(v) for v in self.window],
+            "windows": [[int(a), int(b)] for a, b in self.windows],
             "group_a": int(self.group_a), "group_b": int(self.group_b),
             "key_a": {n: int(v) for n, v in zip(key_names, self.key_a)},
             "key_b": {n: int(v) for n, v in zip(key_names, self.key_b)},
@@ -123,6 +154,13 @@ class OpposingPair:
             swings=[Swing.from_dict(s) for s in data["swings"]],
             strength=float(data.get("strength", pair_strength(float(data["score"]), int(data["size_a"]),
                                                               int(data["size_b"])))),
+            kind=str(data.get("kind", PAIR)), block=int(data.get("block", -1)),
+            parts_strength=float(data.get("parts_strength", 0.0)),
+            rest_targets=[int(t) for t in data.get("rest_targets", [])],
+            rest_n_targets=int(data.get("rest_n_targets", 0)),
+            rest_examples=[int(i) for i in data.get("rest_examples", [])],
+            window=None if data.get("window") is None else (int(data["window"][0]), int(data["window"][1])),
+            windows=[(int(a), int(b)) for a, b in data.get("windows", [])],
         )
 
 
@@ -135,16 +173,24 @@ class PairTest:
     alpha: float
     z_threshold: float  # pairs need z < -z_threshold
     note: str = ""
+    n_one_vs_rest: int = 0  # of n_tested, one-vs-rest candidates
+    n_windows: int = 1  # the whole window plus the sliding windows tested (see `windows`)
+    window_z_threshold: float | None = None  # pairs in a sliding window need z < -this
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_intervals": int(self.n_intervals), "n_tested": int(self.n_tested),
                 "alpha": float(self.alpha), "z_threshold": float(self.z_threshold),
-                "note": self.note}
+                "note": self.note, "n_one_vs_rest": int(self.n_one_vs_rest),
+                "n_windows": int(self.n_windows),
+                "window_z_threshold": None if self.window_z_threshold is None else float(self.window_z_threshold)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PairTest":
+        wz = data.get("window_z_threshold")
         return cls(int(data["n_intervals"]), int(data["n_tested"]), float(data["alpha"]),
-                   float(data["z_threshold"]), str(data.get("note", "")))
+                   float(data["z_threshold"]), str(data.get("note", "")),
+                   int(data.get("n_one_vs_rest", 0)), int(data.get("n_windows", 1)),
+                   None if wz is None else float(wz))
 
 
 def pair_strength(score: float, size_a: int, size_b: int) -> float:
@@ -233,6 +279,105 @@ def _screen(changes: np.ndarray, trend: np.ndarray, scale: np.ndarray, blocks: l
     return np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64)
 
 
+@dataclass
+class RestBlocks:
+    """The features of a grouping (every key but the target) for one-vs-rest candidates.
+
+    mean_loss: [records, blocks] mean loss of ALL kept examples sharing the block's feature
+    (including those in groups below min_size); sizes: [blocks]; block_of_group: [groups] the
+    block of each kept group (-1: it shares no feature); min_size: smallest rest tested.
+    """
+
+    mean_loss: np.ndarray
+    sizes: np.ndarray
+    block_of_group: np.ndarray
+    min_size: int
+
+    def rows(self, start: int, stop: int) -> "RestBlocks":
+        return RestBlocks(self.mean_loss[start:stop], self.sizes, self.block_of_group, self.min_size)
+
+
+def one_vs_rest_candidates(rest: RestBlocks | None, group_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group, block) of every one-vs-rest candidate: the rest holds >= min_size examples and is
+    not exactly one kept group (that candidate is an ordinary pair)."""
+    if rest is None or rest.sizes.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    sizes = np.asarray(group_sizes, dtype=np.int64)
+    groups = np.flatnonzero(rest.block_of_group >= 0)
+    blocks = rest.block_of_group[groups]
+    n_blocks = rest.sizes.size
+    kept_count = np.bincount(blocks, minlength=n_blocks)
+    kept_size = np.bincount(blocks, weights=sizes[groups], minlength=n_blocks).astype(np.int64)
+    rest_size = rest.sizes[blocks] - sizes[groups]
+    only_a_pair = (kept_count[blocks] == 2) & (rest.sizes[blocks] == kept_size[blocks])
+    ok = (rest_size >= max(1, rest.min_size)) & ~only_a_pair
+    return groups[ok].astype(np.int64), blocks[ok].astype(np.int64)
+
+
+def _raw_scores(changes_a: np.ndarray, changes_b: np.ndarray, trends: np.ndarray) -> np.ndarray:
+    """Score sqrt(-cov) of each column pair, detrended on its own trend (loss units)."""
+    raw_a = regress_out_each(changes_a, trends)
+    raw_b = regress_out_each(changes_b, trends)
+    return np.sqrt(np.maximum(0.0, -np.mean(raw_a * raw_b, axis=0)))
+
+
+def _make_pair(ga: int, gb: int, key_a, key_b, size_a: int, size_b: int, change_a: np.ndarray,
+               change_b: np.ndarray, trend: np.ndarray, corr: float, z: float, std_a: np.ndarray,
+               std_b: np.ndarray, steps: np.ndarray, swing_z: float, **extra) -> OpposingPair:
+    raw_a = regress_out_each(change_a[:, None], trend[:, None])[:, 0]
+    raw_b = regress_out_each(change_b[:, None], trend[:, None])[:, 0]
+    swings = [Swing(int(steps[i]), int(steps[i + 1]), float(raw_a[i]), float(raw_b[i]))
+              for i in swing_intervals(std_a, std_b, swing_z)]
+    score = math.sqrt(max(0.0, -float(np.mean(raw_a * raw_b))))
+    return OpposingPair(
+        group_a=ga, group_b=gb, key_a=tuple(int(v) for v in key_a), key_b=tuple(int(v) for v in key_b),
+        size_a=int(size_a), size_b=int(size_b), corr=float(corr), z=float(z),
+        amp_a=float(raw_a.std()), amp_b=float(raw_b.std()), score=score, swings=swings,
+        strength=pair_strength(score, size_a, size_b), **extra,
+    )
+
+
+def _one_vs_rest_pairs(changes, total_change, n_total, sizes, group_keys, key_names, steps, scale,
+                       rest: RestBlocks, cand_a, cand_j, threshold, swing_z) -> list[OpposingPair]:
+    """Test each (group a, rest of its feature) candidate; keep the significant ones stronger
+    than all their pairwise parts (module docstring)."""
+    out = []
+    target_col = key_names.index(TARGET)
+    block_changes_all = np.diff(rest.mean_loss, axis=0)
+    batch = max(1, _BATCH_CELLS // max(1, changes.shape[0]))
+    for start in range(0, cand_a.size, batch):
+        a, j = cand_a[start : start + batch], cand_j[start : start + batch]
+        size_a = sizes[a].astype(np.float64)
+        size_block = rest.sizes[j].astype(np.float64)
+        size_rest = size_block - size_a
+        change_a = changes[:, a]
+        block_changes = block_changes_all[:, j]
+        change_rest = (block_changes * size_block - change_a * size_a) / size_rest
+        trends = trend_without(total_change, n_total, [block_changes], [size_block])
+        corr, z, std_a, std_r = pair_z(change_a, change_rest, trends, scale)
+        for k in np.flatnonzero((z < -threshold) & (corr < 0)):
+            ga, block = int(a[k]), int(j[k])
+            parts = np.flatnonzero(rest.block_of_group == block)
+            parts = parts[parts != ga]
+            parts_strength = 0.0
+            if parts.size:
+                pa = np.repeat(changes[:, ga, None], parts.size, axis=1)
+                part_trends = trend_without(total_change, n_total, [pa, changes[:, parts]],
+                                            [np.full(parts.size, sizes[ga]), sizes[parts]])
+                part_scores = _raw_scores(pa, changes[:, parts], part_trends)
+                parts_strength = float(max(pair_strength(sc, sizes[ga], sizes[b])
+                                           for sc, b in zip(part_scores, parts)))
+            key_rest = list(int(v) for v in group_keys[ga])
+            key_rest[target_col] = -1
+            pair = _make_pair(ga, -1, group_keys[ga], key_rest, int(size_a[k]), int(size_rest[k]),
+                              change_a[:, k], change_rest[:, k], trends[:, k], corr[k], z[k],
+                              std_a[:, k], std_r[:, k], steps, swing_z,
+                              kind=ONE_VS_REST, block=block, parts_strength=parts_strength)
+            if pair.strength > parts_strength:
+                out.append(pair)
+    return out
+
+
 def find_opposing_pairs(
     mean_loss: np.ndarray,
     trend: np.ndarray,
@@ -245,42 +390,53 @@ def find_opposing_pairs(
     n_total: int | None = None,
     alpha: float = DEFAULT_ALPHA,
     swing_z: float = SWING_Z,
+    rest: RestBlocks | None = None,
+    family: int = 1,
 ) -> tuple[list[OpposingPair], PairTest]:
     """Significant opposing pairs among groups, strongest first (`pair_strength`).
 
     mean_loss: [records, groups] mean loss of each group; trend: [intervals] mean change of all
     n_total kept examples (default: the groups' examples only); group_keys: [groups,
     len(key_names)]; steps: [records]; scale: [intervals] noise scale standardising intervals
-    for the test (`stats.interval_scale`; None: unweighted).
+    for the test (`stats.interval_scale`; None: unweighted). rest: the grouping's features, for
+    one-vs-rest candidates (None: pairs only). family: the Bonferroni correction counts
+    family x (pairs + one-vs-rest candidates) tests — the sliding windows' share of alpha
+    (`windows`).
 
     Each pair is detrended against the mean change of the examples outside both groups, so
     that big groups (ten CIFAR classes, say) are not anti-correlated by construction. Testing
     all pairs that way costs O(pairs x intervals); when that exceeds EXACT_BUDGET, pairs are
     first screened with one shared trend at half the threshold. The shared trend shifts a
     pair's z only through the pair's own share of the trend, so pairs holding more than
-    HEAVY_PAIR of the examples skip the screen and are always tested exactly.
+    HEAVY_PAIR of the examples skip the screen and are always tested exactly. One-vs-rest
+    candidates (at most one per group) are always tested exactly.
     """
     n_intervals = mean_loss.shape[0] - 1
     blocks = candidate_blocks(group_keys, key_names)
-    n_tested = int(sum(b.size * (b.size - 1) // 2 for b in blocks))
-    threshold = bonferroni_threshold(alpha, n_tested)
+    n_pairs = int(sum(b.size * (b.size - 1) // 2 for b in blocks))
+    has_shared = TARGET in key_names and len(key_names) > 1
+    ovr_a, ovr_j = one_vs_rest_candidates(rest if has_shared else None, group_sizes)
+    n_tested = n_pairs + int(ovr_a.size)
+    threshold = bonferroni_threshold(alpha, n_tested * max(1, int(family)))
+
+    def test(note: str = "") -> PairTest:
+        return PairTest(n_intervals, n_tested if not note else 0, alpha, threshold, note,
+                        n_one_vs_rest=0 if note else int(ovr_a.size))
+
     if TARGET not in key_names:
-        return [], PairTest(n_intervals, 0, alpha, threshold,
-                            "no pairs: grouping has no 'target' key to differ in")
+        return [], test("no pairs: grouping has no 'target' key to differ in")
     if n_intervals < MIN_INTERVALS:
-        return [], PairTest(n_intervals, 0, alpha, threshold,
-                            f"no pairs tested: {n_intervals} interval(s) in the window,"
-                            f" the test needs at least {MIN_INTERVALS}")
+        return [], test(f"no pairs tested: {n_intervals} interval(s) in the window,"
+                        f" the test needs at least {MIN_INTERVALS}")
     if n_tested == 0:
-        return [], PairTest(n_intervals, 0, alpha, threshold,
-                            "no pairs tested: no two groups share a feature")
+        return [], test("no pairs tested: no two groups share a feature")
 
     scale = np.ones(n_intervals) if scale is None else np.asarray(scale, dtype=np.float64)
     sizes = np.asarray(group_sizes, dtype=np.int64)
     n_total = int(sizes.sum()) if n_total is None else int(n_total)
     changes = np.diff(mean_loss, axis=0)
     total_change = np.asarray(trend, dtype=np.float64) * n_total
-    if n_tested * n_intervals <= EXACT_BUDGET:
+    if n_pairs * n_intervals <= EXACT_BUDGET:
         pair_a, pair_b = _pairs_within(blocks)
     else:
         pair_a, pair_b = _screen(changes, trend, scale, blocks, cutoff=-SCREEN_FRACTION * threshold)
@@ -299,22 +455,12 @@ def find_opposing_pairs(
         trends = trend_without(total_change, n_total, [changes[:, a], changes[:, b]], [sizes[a], sizes[b]])
         corr, z, std_a, std_b = pair_z(changes[:, a], changes[:, b], trends, scale)
         for k in np.flatnonzero((z < -threshold) & (corr < 0)):
-            raw_a = regress_out_each(changes[:, a[k], None], trends[:, k, None])[:, 0]
-            raw_b = regress_out_each(changes[:, b[k], None], trends[:, k, None])[:, 0]
-            swings = [
-                Swing(int(steps[i]), int(steps[i + 1]), float(raw_a[i]), float(raw_b[i]))
-                for i in swing_intervals(std_a[:, k], std_b[:, k], swing_z)
-            ]
             ga, gb = int(a[k]), int(b[k])
-            score = math.sqrt(max(0.0, -float(np.mean(raw_a * raw_b))))
-            pairs.append(OpposingPair(
-                group_a=ga, group_b=gb,
-                key_a=tuple(int(v) for v in group_keys[ga]), key_b=tuple(int(v) for v in group_keys[gb]),
-                size_a=int(sizes[ga]), size_b=int(sizes[gb]),
-                corr=float(corr[k]), z=float(z[k]),
-                amp_a=float(raw_a.std()), amp_b=float(raw_b.std()),
-                score=score, swings=swings,
-                strength=pair_strength(score, sizes[ga], sizes[gb]),
-            ))
+            pairs.append(_make_pair(ga, gb, group_keys[ga], group_keys[gb], sizes[ga], sizes[gb],
+                                    changes[:, ga], changes[:, gb], trends[:, k], corr[k], z[k],
+                                    std_a[:, k], std_b[:, k], steps, swing_z))
+    if ovr_a.size:
+        pairs += _one_vs_rest_pairs(changes, total_change, n_total, sizes, group_keys, key_names, steps,
+                                    scale, rest, ovr_a, ovr_j, threshold, swing_z)
     pairs.sort(key=lambda p: (-p.strength, p.group_a, p.group_b))
-    return pairs, PairTest(n_intervals, n_tested, alpha, threshold)
+    return pairs, test()

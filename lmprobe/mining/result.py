@@ -13,6 +13,7 @@ from lmprobe.mining.histogram import Histogram
 from lmprobe.mining.movers import Movers
 from lmprobe.mining.opposing import OpposingPair, PairTest
 from lmprobe.mining.transient import WindowChoice
+from lmprobe.mining.windows import Complexity
 
 
 @dataclass
@@ -44,6 +45,7 @@ class MiningResult:
     warnings: list[str] = field(default_factory=list)
     mode: str = "groups"
     window_choice: WindowChoice | None = None
+    complexity: Complexity | None = None  # which grouping explains the strongest pairs over time
 
     @property
     def n_skipped(self) -> int:
@@ -72,6 +74,7 @@ class MiningResult:
             "pairs": [p.to_dict(self.key_names) for p in self.pairs],
             "pair_test": self.pair_test.to_dict(),
             "clusters": None if self.clusters is None else self.clusters.to_dict(),
+            "complexity": None if self.complexity is None else self.complexity.to_dict(),
             "settings": dict(self.settings),
             "warnings": list(self.warnings),
         }
@@ -98,4 +101,5 @@ class MiningResult:
             mode=str(data.get("mode", "groups")),
             window_choice=None if data.get("window_choice") is None
             else WindowChoice.from_dict(data["window_choice"]),
+            complexity=None if data.get("complexity") is None else Complexity.from_dict(data["complexity"]),
         )

@@ -75,20 +75,33 @@ class _Chunk:
     columns: np.ndarray  # global example index of each kept column
     group_order: np.ndarray  # kept positions sorted by group (grouped examples only)
     group_starts: np.ndarray  # segment starts in group_order
-    group_ids: np.ndarray  # group id of each segment
+    group_ids: np.ndarray  # group id of each segment (unique: layers use disjoint ids)
 
     @classmethod
     def build(cls, start: int, stop: int, keep: np.ndarray, group_of: np.ndarray) -> "_Chunk":
         kept = np.flatnonzero(keep[start:stop])
         local = None if kept.size == stop - start else kept
         columns = start + kept
-        gid = group_of[columns]
-        grouped = np.flatnonzero(gid >= 0)
-        order = grouped[np.argsort(gid[grouped], kind="stable")]
-        sorted_gid = gid[order]
-        boundaries = np.flatnonzero(np.diff(sorted_gid)) + 1 if order.size else np.zeros(0, int)
-        starts = np.concatenate([[0], boundaries]).astype(np.int64) if order.size else boundaries
-        return cls(start, stop, local, columns, order, starts, sorted_gid[starts])
+        orders, starts, ids, offset = [], [], [], 0
+        # One layer per grouping (group ids disjoint across layers): the segments of every
+        # layer are concatenated, so one reduceat gives all groups' sums.
+        for layer in np.atleast_2d(group_of):
+            gid = layer[columns]
+            grouped = np.flatnonzero(gid >= 0)
+            order = grouped[np.argsort(gid[grouped], kind="stable")]
+            if not order.size:
+                continue
+            sorted_gid = gid[order]
+            seg = np.concatenate([[0], np.flatnonzero(np.diff(sorted_gid)) + 1]).astype(np.int64)
+            orders.append(order)
+            starts.append(seg + offset)
+            ids.append(sorted_gid[seg])
+            offset += order.size
+        if not orders:
+            empty = np.zeros(0, np.int64)
+            return cls(start, stop, local, columns, empty, empty, empty)
+        return cls(start, stop, local, columns, np.concatenate(orders), np.concatenate(starts),
+                   np.concatenate(ids))
 
     @property
     def target(self) -> slice | np.ndarray:
@@ -217,7 +230,12 @@ def scan_trace(
     hist_edges: np.ndarray,
     chunk_cells: int = DEFAULT_CHUNK_CELLS,
 ) -> TraceScan:
-    """Stream over the window's rows once (see the module docstring)."""
+    """Stream over the window's rows once (see the module docstring).
+
+    group_of: [examples] group id per example (-1: none), or [layers, examples] when an example
+    belongs to one group in each of several groupings (ids disjoint across layers, all below
+    n_groups): every layer's sums come from the same read of the rows.
+    """
     n = window.n_examples
     n_kept = int(keep.sum())
     plan = plan_chunks(max(1, n), chunk_cells)

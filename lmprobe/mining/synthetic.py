@@ -115,7 +115,10 @@ class PairSpec:
 
     amplitude: scale of the shared swing process (loss units); ratio: group b moves by
     -ratio x group a's swing; noise: per-example measurement noise of the pair's members;
-    slow: the pair's targets are rare, so their loss collapses `slow` times more slowly.
+    slow: the pair's targets are rare, so their loss collapses `slow` times more slowly;
+    active: (from, to) fractions of the records between which the swing happens (flat
+    elsewhere); split_b > 1: group b's examples get split_b targets of their own (about
+    size_b / split_b each), so the planted signal is target a against the rest of the feature.
     """
 
     size_a: int
@@ -124,11 +127,14 @@ class PairSpec:
     ratio: float = 1.0
     noise: float = 0.05
     slow: float = 1.0
+    active: tuple[float, float] = (0.0, 1.0)  # the fraction of the records where it swings
+    split_b: int = 1  # group b's examples spread over this many targets (a one-vs-rest pair)
 
 
 @dataclass
 class ScenarioTrace(PlantedTrace):
     specs: list[PairSpec] = field(default_factory=list)
+    rest_targets: list[list[int]] = field(default_factory=list)  # per spec: group b's targets
     transient_records: int = 0  # records the initial collapse takes (to ~5% of its height)
 
 
@@ -161,13 +167,17 @@ def scenario_trace(
     preference = np.stack([rng.permutation(n_targets) for _ in range(n_features)])
     target = [preference[feature[0], zipf_choice(rng, n_targets, n_background, 1.1)]]
     slowness = [np.ones(n_background)]
-    pairs, members_of = [], []
+    pairs, members_of, rest_targets = [], [], []
     next_feature, next_target, offset = n_features, n_targets, n_background
     for spec in specs:
         f, t_a, t_b = next_feature, next_target, next_target + 1
-        next_feature, next_target = next_feature + 1, next_target + 2
+        split = max(1, int(spec.split_b))
+        b_targets = list(range(t_b, t_b + split))
+        next_feature, next_target = next_feature + 1, next_target + 1 + split
         feature.append(np.full(spec.size_a + spec.size_b, f))
-        target.append(np.repeat([t_a, t_b], [spec.size_a, spec.size_b]))
+        b_sizes = np.diff(np.round(np.linspace(0, spec.size_b, split + 1)).astype(int))
+        target.append(np.repeat([t_a] + b_targets, [spec.size_a, *b_sizes]))
+        rest_targets.append(b_targets)
         slowness.append(np.full(spec.size_a + spec.size_b, spec.slow))
         members_of.append((np.arange(offset, offset + spec.size_a),
                            np.arange(offset + spec.size_a, offset + spec.size_a + spec.size_b)))
@@ -200,6 +210,9 @@ def scenario_trace(
     losses += np.cumsum(rng.normal(0.0, noise * 0.3, (n_records, n)), axis=0)
     for spec, (a, b) in zip(specs, members_of):
         swing = swing_process(rng, n_records, spec.amplitude)
+        first, last = (int(round(f * n_records)) for f in spec.active)
+        swing[:first] = 0.0
+        swing[last:] = swing[last - 1] if 0 < last < n_records else swing[last:]
         losses[:, a] += np.outer(swing, rng.uniform(0.5, 1.5, a.size))
         losses[:, b] -= spec.ratio * np.outer(swing, rng.uniform(0.5, 1.5, b.size))
     for i in range(0, len(cluster_members), 2):
@@ -212,5 +225,81 @@ def scenario_trace(
         steps=(np.arange(n_records) * 10).astype(np.int64),
         keys={"target": target.astype(np.int64), "feature": feature.astype(np.int64)},
         pairs=pairs, cluster_features=cluster_features, specs=list(specs),
-        transient_records=transient,
+        transient_records=transient, rest_targets=rest_targets,
+    )
+
+
+@dataclass
+class ComplexityTrace(PlantedTrace):
+    coarse: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))  # (feature, target) x 2
+    fine: tuple[tuple[int, int, int], tuple[int, int, int]] = ((0, 0, 0), (0, 0, 0))  # (feature2, feature, target)
+
+
+def complexity_trace(
+    *,
+    n_records: int = 121,
+    n_background: int = 3000,
+    coarse_size: int = 150,
+    fine_size: int = 60,
+    fine_dilution: int = 4,
+    amplitude: float = 0.12,
+    switch: float = 0.5,
+    noise: float = 0.05,
+    n_features: int = 40,
+    n_targets: int = 150,
+    seed: int = 0,
+) -> ComplexityTrace:
+    """A trace where a coarse grouping opposes early and a finer one late (claim 5's shape).
+
+    Keys "target", "feature", "feature2" (text-like). Early (records before `switch`): two
+    `coarse_size` groups with one feature and two targets oppose as wholes; their feature2
+    values are spread over five values, so the finest grouping sees only parts of them. Late:
+    in another feature with two targets of (1 + fine_dilution) x fine_size examples each, only
+    the examples with one feature2 value (fine_size per target) oppose; the feature-target
+    groups hold them diluted fine_dilution-fold, so feature2-feature-target explains them best.
+    The planted targets also occur after background features, so by="target" is diluted too.
+    """
+    rng = np.random.default_rng(seed)
+    feature = zipf_choice(rng, n_features, n_background, 0.8)
+    preference = np.stack([rng.permutation(n_targets) for _ in range(n_features)])
+    target = preference[feature, zipf_choice(rng, n_targets, n_background, 1.1)]
+    feature2 = zipf_choice(rng, n_features, n_background, 0.8)
+    f_coarse, f_fine = n_features, n_features + 1
+    # The planted targets are common background targets (0..3 after the permutation's ranks).
+    t_a, t_b, t_c, t_d = (int(v) for v in preference[0, :4])
+    fine_total = (1 + fine_dilution) * fine_size
+    parts_feature = [feature, np.full(2 * coarse_size, f_coarse), np.full(2 * fine_total, f_fine)]
+    parts_target = [target, np.repeat([t_a, t_b], coarse_size), np.repeat([t_c, t_d], fine_total)]
+    fine_f2 = np.concatenate([np.full(fine_size, 0), np.full(fine_total - fine_size, 1)])
+    parts_f2 = [feature2, rng.integers(0, 5, 2 * coarse_size), np.concatenate([fine_f2, fine_f2])]
+    feature, target, feature2 = (np.concatenate(p) for p in (parts_feature, parts_target, parts_f2))
+    n = feature.size
+    coarse_a = np.arange(n_background, n_background + coarse_size)
+    coarse_b = coarse_a + coarse_size
+    fine_start = n_background + 2 * coarse_size
+    fine_a = np.arange(fine_start, fine_start + fine_size)
+    fine_b = fine_a + fine_total
+
+    t = np.arange(n_records)[:, None]
+    start = rng.uniform(2.0, 7.0, n)
+    floor = start * rng.uniform(0.2, 0.7, n)
+    rate = rng.uniform(5.0, 40.0, n)
+    losses = floor + (start - floor) * np.exp(-t / rate)
+    losses += rng.normal(0.0, 1.0, (n_records, n)) * (noise * rng.uniform(0.5, 2.0, n))
+    losses += np.cumsum(rng.normal(0.0, noise * 0.3, (n_records, n)), axis=0)
+    cut = int(round(switch * n_records))
+    early = swing_process(rng, n_records, amplitude)
+    early[cut:] = early[cut - 1]
+    late = swing_process(rng, n_records, amplitude)
+    late[:cut] = 0.0
+    for members, sign, swing in ((coarse_a, 1.0, early), (coarse_b, -1.0, early),
+                                 (fine_a, 1.0, late), (fine_b, -1.0, late)):
+        losses[:, members] += sign * np.outer(swing, rng.uniform(0.5, 1.5, members.size))
+    return ComplexityTrace(
+        losses=np.maximum(losses, 0.0).astype(np.float32),
+        steps=(np.arange(n_records) * 10).astype(np.int64),
+        keys={"target": target.astype(np.int64), "feature": feature.astype(np.int64),
+              "feature2": feature2.astype(np.int64)},
+        coarse=((f_coarse, t_a), (f_coarse, t_b)),
+        fine=((0, f_fine, t_c), (0, f_fine, t_d)),
     )
