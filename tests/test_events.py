@@ -152,8 +152,12 @@ def test_lead_lag_finds_grad_norm_moving_two_steps_before_the_loss(run, report):
 # --------------------------------------------------------------------------- coincidence
 def test_planted_coincidences_are_significant(report):
     by_name = {c.name: c for c in report.coincidences}
-    eos = by_name["spikes in EoS windows"]
+    eos = by_name["spikes while sharpness >= threshold (in-state)"]
     assert eos.hits == eos.n_events == 8 and eos.p < 0.01 and eos.ratio > 5
+    first = report.coincidences[0]  # the claim: spikes follow the crest-and-fall of the sharpness
+    assert first.name.startswith("loss spikes follow instabilities (within [-1, +2] steps")
+    assert first.hits == first.n_events == 8 and first.p < 0.01
+    assert report.instability.lag_profile == {0: 8} and report.instability.followed == 8
     swings = by_name["top pairs swing at spikes"]
     assert swings.hits == swings.n_events == 8 and swings.p < 0.01 and swings.difference > 0.5
 
@@ -208,7 +212,9 @@ def test_tables_and_json(run, report):
 
     text = render_events_to_text(report, describe, key_label)
     assert "feature<3>  target<5>" in text and "feature<3>  target<7>" in text
-    assert "spikes in EoS windows" in text and "top pairs swing at spikes" in text
+    assert "spikes while sharpness >= threshold (in-state)" in text and "top pairs swing at spikes" in text
+    assert "loss spikes follow instabilities" in text and "Spike-triggered average" in text
+    assert "lag profile (spike - crest sample, steps): +0 x8" in text
     assert "␣t5" in text  # contexts rendered through describe
     console = Console(file=io.StringIO(), width=240, color_system=None, record=True)
     console.print(events_table(report, by="target"))
@@ -222,6 +228,8 @@ def test_tables_and_json(run, report):
     first = again["events"][0]["attribution"]["up"]["feature-target"][0]
     assert first["described"][0]["context"].startswith("example ")
     assert again["coincidences"][0]["p"] < 0.01
+    assert len(again["instability"]["instabilities"]) == 8
+    assert again["instability"]["spike_triggered_average"]["lags"][0] == -5
 
 
 def test_find_events_without_metrics_uses_the_probe_series(run):

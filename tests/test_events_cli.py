@@ -31,7 +31,9 @@ def test_events_on_a_vision_run_with_sharpness_tests_the_coincidences(tiny_visio
     assert lmprobe_main(["events", str(tiny_vision_run), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["stability"] == ["sharpness", "sharpness_threshold"]
-    assert [c["name"] for c in data["coincidences"]][:1] == ["spikes in EoS windows"]
+    names = [c["name"] for c in data["coincidences"]]
+    assert names[0].startswith("loss spikes follow instabilities") and names[1] == "spikes while sharpness >= threshold (in-state)"
+    assert data["instability"]["rule"].startswith("instability = a sharpness sample")
     assert "align" in data["by"]  # the run recorded alignment along the top eigenvector
     sharp = [e["sharpness"] for e in data["events"] if e["attribution"]["step_to"] >= 4]
     assert sharp and all(s is not None and s > 0 for s in sharp)

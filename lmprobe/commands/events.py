@@ -4,8 +4,26 @@ with the edge of stability and with opposing groups swinging.
 PATH is a run directory (any domain) with a trace and metrics.jsonl. Each event (a spike of
 --series, or one of the largest probe events) is shown with the groups whose loss rose and fell
 most, the share of the rise carried by the top 1% / 5% of examples, the opposing pair at that
-interval and the sharpness / threshold logged there; then the coincidence tests (spikes inside
-edge-of-stability windows when sharpness was logged; pair swings at spikes).
+interval and the sharpness / threshold logged there; then the coincidence tests, each against
+circular shifts of the spike train (one-sided mid-p):
+
+* spikes follow instabilities (the paper's claim, when sharpness was logged). Rule, fixed in
+  lmprobe/events/instability.py: an instability is a sharpness sample with sharpness/threshold
+  >= 1.0 that is a local maximum of the samples and is followed within 2 samples by a fall of
+  >= 10% of its value; a spike is aligned with it when it lies within [-1, +2] sharpness
+  sampling intervals of the crest sample ([-5, +10] steps when sharpness is measured every 5
+  steps: the true crest is known only to the sampling resolution, and the loss peaks while the
+  sharpness falls). Statistic: the spikes inside the windows, against every circular shift
+  larger than the window;
+  the same for spikes of the top pairs' group losses (trace steps). Then one row per
+  instability: its spikes' lags and, over its trace interval, the mean loss change of the
+  examples on each side of the top eigenvector (when the run recorded it) and of the top pair's
+  two groups, the difference with a Welch 95% interval, and whether they moved in opposite
+  directions; the lag profile; and the spike-triggered average of sharpness/threshold at lags
+  -5..+5 sampling intervals with its null band (2.5-97.5% over the shifts);
+* spikes while sharpness >= threshold (in-state): how often spikes fall in the state, not the
+  claim (a run at the edge spends most steps in it);
+* pair swings at spikes.
 
 --replay STEP reruns the steps up to the spike at logged step STEP from the checkpoint before
 it, with the run's batches and without the spike's batches, and says whether the spike comes
@@ -77,9 +95,16 @@ def run(args: argparse.Namespace, console) -> int:
     keys = view.keys()
     by = args.by or usable_groupings(view, keys)
     series = args.series if metrics is not None else "probe"
+    alignment = None
+    from lmprobe.train.alignment import has_alignment, read_alignment
+
+    if has_alignment(run_dir):
+        recorded = read_alignment(run_dir)
+        if recorded.n_records and recorded.n_examples == trace.n_examples:
+            alignment = (recorded.steps, recorded.losses)
     report = find_events(metrics, trace.losses, trace.steps, keys, by=by, detector=args.detector, series=series,
                          z=args.z, n_probe_events=args.top, top_groups=args.top, n_pairs=args.top,
-                         window=parse_steps(args.steps), min_size=args.min_size)
+                         window=parse_steps(args.steps), min_size=args.min_size, alignment=alignment)
     label = view.key_label
     if args.json:
         for note in report.notes:

@@ -1,8 +1,10 @@
-"""The paper's headline claim as statistics: spikes fall in edge-of-stability windows, and the
-top opposing pairs swing at spikes — each with an effect size and a p-value.
+"""Event-vs-state coincidence tests with effect sizes and circular-shift p-values: spikes while
+sharpness >= its threshold (the in-state test), spikes within the windows of the sharpness's
+instabilities (`lmprobe.events.instability`, the paper's claim as stated), and the top
+opposing pairs swinging at spikes.
 
-Both are tests of an event indicator e_t (spikes) against a state series s_t (in EoS: sharpness
->= its threshold; or a pair swings). Statistic: T = sum_t e_t s_t, the number of events that
+Each is a test of an event indicator e_t (spikes) against a state series s_t (sharpness >= its
+threshold; within a lag window of an instability; a pair swings). Statistic: T = sum_t e_t s_t, the number of events that
 fall in the state. Effect sizes: rate of events inside the state vs outside (ratio and
 difference), and the share of events in the state next to the share of time in it.
 
@@ -80,11 +82,14 @@ class Coincidence:
                                                          "down": list(self.pair["down"])}}
 
 
-def circular_shift_test(events: Any, state: Any, *, alternative: str = "greater") -> ShiftTest:
+def circular_shift_test(events: Any, state: Any, *, alternative: str = "greater", min_shift: int = 0) -> ShiftTest:
     """p-value of T = sum(events * state) against every circular shift of `events`.
 
     alternative: "greater" (more overlap than chance), "less", or "two-sided" (distance of
-    T from the mean of the null)."""
+    T from the mean of the null). min_shift: the null leaves out the shifts 0 < |k| <= min_shift
+    (a shift smaller than the width of a lag window keeps the events inside it, so it is no
+    null draw: counted, those near-copies of T_0 put a floor of about min_shift / n under the
+    p-value whatever the data); `null` then holds shift 0 and the shifts kept."""
     e = np.asarray(events, dtype=np.float64).reshape(-1)
     s = np.asarray(state, dtype=np.float64).reshape(-1)
     if e.size != s.size:
@@ -98,6 +103,12 @@ def circular_shift_test(events: Any, state: Any, *, alternative: str = "greater"
     null = np.round(null) if integral else null
     observed = float(np.dot(e, s))
     null[0] = observed
+    if min_shift > 0:
+        k = np.arange(n)
+        keep = (k == 0) | (np.minimum(k, n - k) > min_shift)
+        if keep.sum() < 2:
+            raise LmprobeError(f"no shift of {n} time points is larger than min_shift={min_shift}")
+        null = null[keep]
     tol = 0.0 if integral else 1e-9 * max(1.0, float(np.abs(null).max()))
     if alternative == "greater":
         beyond, tied = null > observed + tol, np.abs(null - observed) <= tol
@@ -112,18 +123,20 @@ def circular_shift_test(events: Any, state: Any, *, alternative: str = "greater"
                      float(np.mean(beyond) + np.mean(tied)))
 
 
-def coincidence(name: str, events: Any, state: Any, *, note: str = "") -> Coincidence:
-    """Effect sizes and circular-shift p-value of boolean `events` falling in boolean `state`."""
+def coincidence(name: str, events: Any, state: Any, *, note: str = "", min_shift: int = 0) -> Coincidence:
+    """Effect sizes and circular-shift p-value of boolean `events` falling in boolean `state`
+    (min_shift: see `circular_shift_test`)."""
     e = np.asarray(events, dtype=bool).reshape(-1)
     s = np.asarray(state, dtype=bool).reshape(-1)
-    test = circular_shift_test(e, s)
+    test = circular_shift_test(e, s, min_shift=min_shift)
     n, n_events, hits, n_in = e.size, int(e.sum()), int((e & s).sum()), int(s.sum())
     with np.errstate(all="ignore"):
         rate_in = hits / n_in if n_in else float("nan")
         rate_out = (n_events - hits) / (n - n_in) if n - n_in else float("nan")
         ratio = rate_in / rate_out if rate_out > 0 else (float("inf") if rate_in > 0 else float("nan"))
     return Coincidence(name, n, n_events, hits, n_in / n, hits / n_events if n_events else float("nan"),
-                       rate_in, rate_out, ratio, rate_in - rate_out, test.p, test.p_conservative, n, note)
+                       rate_in, rate_out, ratio, rate_in - rate_out, test.p, test.p_conservative, int(test.null.size),
+                       note)
 
 
 def steps_to_grid(event_steps: Any, grid: np.ndarray) -> np.ndarray:
@@ -142,13 +155,19 @@ def steps_to_intervals(event_steps: Any, record_steps: np.ndarray) -> np.ndarray
     return flags
 
 
-def spikes_in_eos(spike_steps: Any, grid: np.ndarray, sharpness_steps: np.ndarray, sharpness: np.ndarray,
-                  threshold: np.ndarray, *, fraction: float = 1.0, name: str = "spikes in EoS windows") -> Coincidence:
+IN_STATE_NAME = "spikes while sharpness >= threshold (in-state)"
+
+
+def spikes_in_state(spike_steps: Any, grid: np.ndarray, sharpness_steps: np.ndarray, sharpness: np.ndarray,
+                    threshold: np.ndarray, *, fraction: float = 1.0, name: str = IN_STATE_NAME) -> Coincidence:
     """Do spikes (steps of a series logged on `grid`) fall where sharpness >= fraction * threshold?
 
-    The EoS state at a grid step is that of the latest sharpness measurement at or before it;
-    grid steps before the first measurement, or more than one measurement interval after the
-    last, are left out."""
+    This measures the *state*, not the claim that spikes follow the instabilities of the
+    sharpness (crest, spike, fall: `lmprobe.events.instability`): on a run that sits at the edge
+    most of the time the state covers most steps, and spikes exactly at the crests need not fall
+    in it more often than chance. The state at a grid step is that of the latest sharpness
+    measurement at or before it; grid steps before the first measurement, or more than one
+    measurement interval after the last, are left out."""
     grid = np.asarray(grid, dtype=np.int64)
     in_eos = (np.asarray(sharpness) >= fraction * np.asarray(threshold)).astype(np.float64)
     state = forward_fill(np.asarray(sharpness_steps), in_eos, grid)
@@ -157,6 +176,9 @@ def spikes_in_eos(spike_steps: Any, grid: np.ndarray, sharpness_steps: np.ndarra
     events = steps_to_grid(spike_steps, grid)
     note = f"state: sharpness >= {fraction:g} x threshold, forward-filled from {len(sharpness_steps)} measurements"
     return coincidence(name, events[usable], state[usable] > 0.5, note=note)
+
+
+spikes_in_eos = spikes_in_state  # the earlier name
 
 
 def swing_indicator(change_a: np.ndarray, change_b: np.ndarray, swing_z: float = 1.0) -> np.ndarray:

@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from lmprobe.events.attribution import DEFAULT_MIN_SIZE, Attribution, EventPair, attribute_interval, build_groupings
-from lmprobe.events.coincidence import Coincidence, coincidence, spikes_in_eos, steps_to_intervals, swing_indicator
+from lmprobe.events.coincidence import Coincidence, coincidence, spikes_in_state, steps_to_intervals, swing_indicator
+from lmprobe.events.instability import InstabilityReport, analyse_instabilities
 from lmprobe.events.group_series import group_mean_changes
 from lmprobe.events.intervals import IntervalStats, scan_intervals
 from lmprobe.events.lead_lag import SIGNALS, SignalLead, which_moved_first
@@ -79,6 +80,10 @@ class EventsReport:
     stability: tuple[str, str] | None  # (sharpness key, threshold key) used, if logged
     coincidences: list[Coincidence]
     notes: list[str] = field(default_factory=list)
+    # the spikes of the series against the sharpness's instabilities (rows, lag profile, the
+    # spike-triggered average), and the same for each tested pair's group-loss spikes
+    instability: InstabilityReport | None = None
+    group_instability: list[InstabilityReport] = field(default_factory=list)
 
 
 def _median(values: np.ndarray) -> float:
@@ -119,6 +124,7 @@ def find_events(
     swing_z: float = 1.0,
     window: tuple[int, int] | None = None,
     chunk_cells: int = DEFAULT_CHUNK_CELLS,
+    alignment: tuple[Any, Any] | None = None,
 ) -> EventsReport:
     """Spikes of `series` (a metrics key, or "probe" for the trace's mean loss) found by
     `detector` ("mad", "olmo" or "ratio"; see `spikes`), the `n_probe_events` largest probe
@@ -126,7 +132,9 @@ def find_events(
     "feature-target" when the keys allow), and the coincidence tests.
 
     losses: [records, examples] (an np.memmap is fine); steps: one int per record; keys: name
-    -> one int per example. `lookback` (steps) bounds the search for which signal moved first
+    -> one int per example. alignment: (measurement steps, [measurements, examples] derivatives
+    along the top Hessian eigenvector) when the run recorded them (run_dir/alignment), for the
+    two sides of the sharp direction at each instability. `lookback` (steps) bounds the search for which signal moved first
     (default: 10 logging intervals of the series); `skip_first` leaves the first intervals out
     of the probe events (the opening of training moves everything).
     """
@@ -198,16 +206,45 @@ def find_events(
     baselines = [_median(values[ordinary]) for values in (stats.share_top1, stats.share_top5,
                                                            stats.excess_share_top1, stats.excess_share_top5)]
 
-    coincidences = []
+    coincidences: list[Coincidence] = []
+    instability = None
+    group_instability: list[InstabilityReport] = []
+    attributions = {e.interval: e.attribution for e in events}
+    chosen = _chosen_pairs(groupings, [attributions[p.interval] for p in probe_events], n_test_pairs)
+    changes = _pair_changes(win, groupings, chosen, chunk_cells) if chosen else None
     if stability is None:
-        notes.append("no sharpness in metrics: the spikes-in-EoS test needs sharpness logged (sharpness.every)")
+        notes.append("no sharpness in metrics: the instability and in-state tests need sharpness logged"
+                     " (sharpness.every)")
     elif series_values.size and series != PROBE_SERIES:
-        coincidences.append(spikes_in_eos([s.step for s in spikes], series_steps, stability[2], stability[3],
-                                          stability[4], fraction=eos_fraction))
+        sharp_steps, sharp, threshold = stability[2], stability[3], stability[4]
+        pair_sets = None
+        if chosen:
+            pair = chosen[0]
+            up, down = _pair_members(groupings, pair)
+            pair_sets = (f"pair {pair.by} {pair.up.key} / {pair.down.key}", ("up", "down"), up, down)
+        instability = analyse_instabilities(spikes, series_steps, sharp_steps, sharp, threshold,
+                                            losses=win.losses[win.row_start:win.row_stop], trace_steps=win.steps,
+                                            alignment=alignment, pair_sets=pair_sets,
+                                            name=f"{series} spikes follow instabilities")
+        if chosen:
+            instability.pair = {"by": chosen[0].by, "up": tuple(int(v) for v in chosen[0].up.key),
+                                "down": tuple(int(v) for v in chosen[0].down.key)}
+        if instability.test is not None:
+            coincidences.append(instability.test)
+        coincidences.append(spikes_in_state([s.step for s in spikes], series_steps, sharp_steps, sharp, threshold,
+                                            fraction=eos_fraction))
+        for j, pair in enumerate(chosen):
+            group_spikes = _group_spikes(win, changes[:, 2 * j], changes[:, 2 * j + 1], detector, z, spike_window)
+            found = analyse_instabilities(group_spikes, win.steps, sharp_steps, sharp, threshold,
+                                          name=f"pair {pair.by} {pair.up.key} / {pair.down.key} group-loss spikes"
+                                               " follow instabilities")
+            if found.test is not None:
+                found.test.pair = {"by": pair.by, "up": tuple(int(v) for v in pair.up.key),
+                                   "down": tuple(int(v) for v in pair.down.key), "kind": "instability"}
+                coincidences.append(found.test)
+            group_instability.append(found)
     if spikes and series != PROBE_SERIES:
-        attributions = {e.interval: e.attribution for e in events}
-        coincidences += _pair_swings_at_spikes(win, groupings, [attributions[p.interval] for p in probe_events],
-                                               spikes, n_test_pairs, swing_z, chunk_cells)
+        coincidences += _pair_swings_at_spikes(win, chosen, changes, spikes, swing_z)
     elif spikes:
         notes.append("pair swings are not tested against spikes of the probe's own mean loss (not independent)")
     return EventsReport(
@@ -215,27 +252,55 @@ def find_events(
         intervals=stats, probe_events=probe_events, events=events, baseline_share_top1=baselines[0],
         baseline_share_top5=baselines[1], baseline_excess_share_top1=baselines[2],
         baseline_excess_share_top5=baselines[3], stability=None if stability is None else stability[:2],
-        coincidences=coincidences, notes=notes,
+        coincidences=coincidences, notes=notes, instability=instability, group_instability=group_instability,
     )
 
 
-def _pair_swings_at_spikes(win, groupings, probe_attributions: list[Attribution], spikes, n_test_pairs, swing_z,
-                           chunk_cells) -> list[Coincidence]:
-    """Do the top pairs of the largest probe events swing at the intervals holding spikes?"""
+def _chosen_pairs(groupings, probe_attributions: list[Attribution], n_test_pairs: int) -> list[EventPair]:
+    """The top pair of each of the largest probe events (from the trace alone, never from the
+    spike times or the sharpness, so the tests' nulls hold), first `n_test_pairs` distinct."""
     chosen: dict[tuple, EventPair] = {}
     for attribution in probe_attributions:
         for pair in attribution.pairs[:1]:
             chosen.setdefault((pair.by, pair.up.key, pair.down.key), pair)
-    chosen_pairs = list(chosen.values())[:n_test_pairs]
+    return list(chosen.values())[:n_test_pairs]
+
+
+def _pair_members(groupings, pair: EventPair) -> tuple[np.ndarray, np.ndarray]:
+    index = groupings[pair.by]
+    out = []
+    for move in (pair.up, pair.down):
+        gid = int(np.flatnonzero(np.all(index.keys == np.asarray(move.key), axis=1))[0])
+        out.append(np.flatnonzero(index.group_of == gid))
+    return out[0], out[1]
+
+
+def _pair_changes(win, groupings, chosen_pairs: list[EventPair], chunk_cells) -> np.ndarray:
+    """[intervals, 2 x pairs]: mean change of each pair's up group and down group."""
+    members = [m for pair in chosen_pairs for m in _pair_members(groupings, pair)]
+    return group_mean_changes(win, members, chunk_cells=chunk_cells)
+
+
+def _group_spikes(win, change_a: np.ndarray, change_b: np.ndarray, detector, z, spike_window) -> list[SpikeEvent]:
+    """Spikes (same detector) of either group's mean loss on the trace's steps, in step order,
+    each placed at its onset (the first flagged record): a swing often shifts a group's level
+    for many records, and the detector's peak then lands late."""
+    from dataclasses import replace
+
+    found: dict[int, SpikeEvent] = {}
+    for change in (change_a, change_b):
+        level = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(change), change, 0.0))])
+        for spike in detect_spikes(level, win.steps, detector=detector, z=z, window=spike_window):
+            onset = replace(spike, step=spike.start_step)
+            if onset.step not in found or abs(onset.z) > abs(found[onset.step].z):
+                found[onset.step] = onset
+    return [found[k] for k in sorted(found)]
+
+
+def _pair_swings_at_spikes(win, chosen_pairs: list[EventPair], changes, spikes, swing_z) -> list[Coincidence]:
+    """Do the top pairs of the largest probe events swing at the intervals holding spikes?"""
     if not chosen_pairs:
         return []
-    members = []
-    for pair in chosen_pairs:
-        index = groupings[pair.by]
-        for move in (pair.up, pair.down):
-            gid = int(np.flatnonzero(np.all(index.keys == np.asarray(move.key), axis=1))[0])
-            members.append(np.flatnonzero(index.group_of == gid))
-    changes = group_mean_changes(win, members, chunk_cells=chunk_cells)
     at_spike = steps_to_intervals([s.step for s in spikes], win.steps)
     swings = [swing_indicator(changes[:, 2 * j], changes[:, 2 * j + 1], swing_z) for j in range(len(chosen_pairs))]
     out = [coincidence("top pairs swing at spikes", at_spike, np.any(swings, axis=0),

@@ -62,8 +62,60 @@ def synthetic_run(seed: int = 0, *, n_records: int = 240, n_examples: int = 2000
         loss[s] += spike_size
         grad_norm[max(0, s - lead): s + 1] *= 2.0
         sharpness[max(0, s - eos_half_width): s + eos_half_width] = 1.05 * (2.0 / lr) + rng.normal(0.0, 0.3)
+        sharpness[s] = 1.3 * (2.0 / lr)
     metrics = [{"step": int(s), "loss": float(loss[s]), "lr": lr, "grad_norm": float(grad_norm[s]),
                 "sharpness": float(sharpness[s]), "sharpness_threshold": 2.0 / lr, "two_over_lr": 2.0 / lr}
                for s in range(1, n_steps)]
     return SyntheticRun(metrics, losses.astype(np.float32), steps, {"feature": feature, "target": target},
                         group_a, group_b, [int(i) for i in swings], spike_steps)
+
+
+@dataclass
+class SyntheticCatapults:
+    metrics: list[dict]  # loss every step; sharpness and its threshold every `every` steps
+    crest_steps: list[int]  # true crests (between samples)
+    spike_steps: list[int]
+    sharpness_steps: np.ndarray
+    ratio: np.ndarray  # sharpness / threshold at every step (the truth the samples see)
+
+
+def synthetic_catapults(seed: int = 0, *, n_steps: int = 300, every: int = 5, lag: int | None = 3,
+                        rise: tuple[int, int] = (18, 40), fall_steps: int = 3, crest: tuple[float, float] = (1.26, 1.43),
+                        trough: tuple[float, float] = (0.65, 0.95), sharpening: int = 35, lr: float = 0.05,
+                        noise: float = 0.01, spike_size: float = 0.2, n_random_spikes: int | None = None,
+                        ) -> SyntheticCatapults:
+    """Sharpness / (2/lr) rises from 0.75 to 1.0 over `sharpening` steps, then repeats: a linear
+    climb over `rise` steps (drawn) to a crest in `crest`, a fall over `fall_steps` steps to a
+    trough in `trough`. Loss: a decay with noise `noise`, spikes of `spike_size` at each true
+    crest + `lag` steps; `lag=None` puts as many spikes (or `n_random_spikes`) at random steps."""
+    rng = np.random.default_rng(seed)
+    ratio = np.empty(n_steps)
+    ratio[:sharpening] = np.linspace(0.75, 1.0, sharpening)
+    t, level, crests = sharpening, 1.0, []
+    while t < n_steps:
+        top, length = rng.uniform(*crest), int(rng.integers(rise[0], rise[1] + 1))
+        climb = np.linspace(level, top, length + 1)[1:]
+        bottom = rng.uniform(*trough)
+        drop = np.linspace(top, bottom, fall_steps + 1)[1:]
+        piece = np.concatenate([climb, drop])
+        stop = min(n_steps, t + piece.size)
+        ratio[t:stop] = piece[: stop - t]
+        if t + length - 1 < n_steps:
+            crests.append(t + length - 1)
+        t, level = t + piece.size, bottom
+    if lag is not None:
+        spikes = [c + lag for c in crests if 10 < c + lag < n_steps]
+    else:
+        count = len(crests) if n_random_spikes is None else n_random_spikes
+        spikes = sorted(int(v) for v in rng.choice(np.arange(11, n_steps), count, replace=False))
+    threshold = 2.0 / lr
+    loss = 0.3 + 0.2 * np.exp(-np.arange(n_steps) / 100.0) + rng.normal(0.0, noise, n_steps)
+    loss[spikes] += spike_size
+    metrics = []
+    for step in range(n_steps):
+        record = {"step": step, "loss": float(loss[step]), "lr": lr}
+        if step % every == 0:
+            record.update(sharpness=float(ratio[step] * threshold * (1.0 + rng.normal(0.0, 0.005))),
+                          sharpness_threshold=threshold)
+        metrics.append(record)
+    return SyntheticCatapults(metrics, crests, spikes, np.arange(0, n_steps, every), ratio)

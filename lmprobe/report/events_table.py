@@ -19,8 +19,12 @@ from rich.text import Text
 from lmprobe.errors import LmprobeError
 from lmprobe.events.attribution import GroupMove
 from lmprobe.events.find import Event, EventsReport
+from lmprobe.events.instability import STA_BAND
 from lmprobe.train.alignment import ALIGN_KEY, align_label
 from lmprobe.report.mining_table import Describe, KeyLabel, example_text, group_label, visible_text
+
+
+STA_BAND_TEXT = f"{STA_BAND[0]:g}-{STA_BAND[1]:g}%"
 
 
 def _num(value: float | None, fmt: str = ".3g") -> str:
@@ -106,7 +110,8 @@ def coincidence_name(c, key_label: KeyLabel | None) -> str:
     def label(key) -> str:
         return " ".join(key_label(n, int(v)) for n, v in zip(names, key))
 
-    return f"pair {label(c.pair['up'])} / {label(c.pair['down'])} swings at spikes"
+    what = "group-loss spikes follow instabilities" if c.pair.get("kind") == "instability" else "swings at spikes"
+    return f"pair {label(c.pair['up'])} / {label(c.pair['down'])} {what}"
 
 
 def coincidence_table(report: EventsReport, key_label: KeyLabel | None = None) -> Table:
@@ -139,6 +144,96 @@ def render_events(report: EventsReport, describe: Describe | None = None, key_la
     if report.coincidences:
         parts.append(coincidence_table(report, key_label))
     console.print(RichGroup(*parts))
+    if report.instability is not None:
+        render_instability(report.instability, console=console, key_label=key_label,
+                           group_reports=report.group_instability)
+
+
+def _pair_label(pair, key_label: KeyLabel | None) -> str:
+    if pair is None:
+        return "up / down group"
+    names = pair["by"].split("-")
+
+    def label(key) -> str:
+        return " ".join((key_label(n, int(v)) if key_label else f"{n}={int(v)}") for n, v in zip(names, key))
+
+    return f"{label(pair['up'])} / {label(pair['down'])}"
+
+
+def _side_cell(side) -> Text:
+    if side is None:
+        return Text("-")
+    cell = Text(f"{side.mean_a:+.3g} / {side.mean_b:+.3g}\n{side.difference:+.3g} [{side.low:+.3g}, {side.high:+.3g}]\n")
+    cell.append("opposite" if side.opposite else "same way", style="bold" if side.opposite else "")
+    if side.opposite and side.significant:
+        cell.append(", interval excludes 0")
+    return cell
+
+
+def lag_profile_text(found) -> str:
+    """'lag profile (spike - crest, steps): +0 x2, +3 x1; 3 of 4 spikes aligned; 3 of 5 instabilities followed'."""
+    lags = ", ".join(f"{lag:+d} x{count}" for lag, count in sorted(found.lag_profile.items())) or "none"
+    return (f"lag profile (spike - crest sample, steps): {lags}; {found.aligned} of {found.n_spikes} spikes within"
+            f" [-{found.window.before}, +{found.window.after}] steps of a crest; {found.followed} of"
+            f" {len(found.instabilities)} instabilities followed by a spike")
+
+
+def instability_table(found, key_label: KeyLabel | None = None) -> Table:
+    """One row per instability: crest, fall, aligned spikes (lags) and, over its trace interval,
+    the two sides of the sharp direction and the top pair's two groups (mean changes a / b,
+    difference with its Welch 95% interval, opposite directions or not)."""
+    table = Table(title="Instabilities of the sharpness (crest, then fall) and what moved at each",
+                  caption=found.rule, show_lines=True)
+    for name, justify in (("crest step", "right"), ("crest / thr", "right"), ("fall to (step)", "right"),
+                          ("spike lags", "left"), ("interval", "right"),
+                          ("sharp direction: +v / -v\ndiff [95% CI]", "right"),
+                          (f"top pair: {_pair_label(found.pair, key_label)}\ndiff [95% CI]", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for row in found.instabilities:
+        inst = row.instability
+        sides = {s.what == "sharp direction": s for s in row.sides}
+        span = row.sides[0] if row.sides else None
+        table.add_row(str(inst.crest_step), f"{inst.crest_ratio:.3g}", f"{inst.fall_ratio:.3g} ({inst.fall_step})",
+                      ", ".join(f"{lag:+d}" for lag in row.spike_lags) or "-",
+                      f"{span.step_from}→{span.step_to}" if span is not None else "-",
+                      _side_cell(sides.get(True)), _side_cell(sides.get(False)))
+    return table
+
+
+def sta_table(found) -> Table:
+    """The spike-triggered average of sharpness / threshold at lags that are multiples of the
+    sampling interval, against the pointwise null band of the circular shifts."""
+    sta = found.sta
+    table = Table(title=f"Spike-triggered average of sharpness / threshold ({sta.n_spikes} spikes; null band"
+                        f" {STA_BAND_TEXT} over circular shifts)")
+    for name in ("lag (steps)", "mean", "null band", ""):
+        table.add_column(name, justify="right")
+    step = max(1, found.window.interval)
+    for lag, mean, low, high in zip(sta.lags, sta.mean, sta.low, sta.high):
+        if lag % step:
+            continue
+        flag = "above" if mean > high else ("below" if mean < low else "")
+        table.add_row(f"{int(lag):+d}", _num(mean), f"{_num(low)} - {_num(high)}", flag)
+    return table
+
+
+def render_instability(found, *, console: Console, key_label: KeyLabel | None = None,
+                       group_reports=()) -> None:
+    """The instability rows, the lag profile and the spike-triggered average."""
+    parts: list[Any] = []
+    if found.instabilities:
+        parts.append(instability_table(found, key_label))
+    if found.sta is not None and found.sta.n_spikes:
+        parts.append(sta_table(found))
+    if parts:
+        console.print(RichGroup(*parts))
+    console.print(Text(lag_profile_text(found)), soft_wrap=True)
+    for group in group_reports:
+        if group.test is not None:
+            console.print(Text(f"{coincidence_name(group.test, key_label)}: " + lag_profile_text(group)),
+                          soft_wrap=True)
+    for note in found.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
 
 
 def alignment_table(report: EventsReport) -> Table:
@@ -211,6 +306,8 @@ def events_to_json(report: EventsReport, describe: Describe | None = None) -> di
         "stability": None if report.stability is None else list(report.stability),
         "coincidences": [c.to_dict() for c in report.coincidences],
         "notes": list(report.notes),
+        "instability": None if report.instability is None else report.instability.to_dict(),
+        "group_instability": [g.to_dict() for g in report.group_instability],
     }
     if describe is not None:
         for event in data["events"]:
