@@ -7,6 +7,7 @@ import sys
 
 from lmprobe.errors import LmprobeError, OneLineArgumentParser, one_line_warnings, os_error_message
 from lmprobe.quiet import quiet_libraries
+from lmprobe.threads import use_threads
 
 COMMANDS_GROUP = "lmprobe.commands"
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = Console(stderr=True)
     try:
         quiet_libraries()
+        use_threads()  # CPU threads: an explicit launcher count, else the physical cores / local processes
         return args.run(args, console)
     except LmprobeError as err:
         errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)

@@ -61,6 +61,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward (the first steps pay for compilation)
     peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None: a table of known GPUs (none on CPU)
     report_to: str | None = None  # also log metrics to trackers through Accelerate: tensorboard, trackio, wandb (comma-separated)
+    # torch CPU threads per process; None: an explicit launcher count (--num_cpu_threads_per_process,
+    # OMP_NUM_THREADS) or, on a CPU, the physical cores divided among the local processes (lmprobe/threads.py)
+    threads: int | None = None
 
 
 @dataclass

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
     from rich.console import Console
 
     from lmprobe.quiet import quiet_libraries
+    from lmprobe.threads import use_threads
     from lmprobe.train.loop import Interrupted
 
     quiet_libraries()
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None, *, domain: str, default_config: Path | N
         request = RunRequest(args.config, args.overrides, args.name, args.resume,
                              allow_config_change=args.allow_config_change, default_config=default_config)
         run = resolve_run(chosen.config_class, request, stamp)
+        # CPU threads before any heavy work: train.threads, an explicit launcher count, else the cores
+        use_threads(run.config.train.threads, device=accelerator.device, announce=accelerator.is_main_process)
         accelerator = make_accelerator(run.config, run.run_dir)
         accelerator.wait_for_everyone()
         summary = train(chosen, run.config, run.run_dir, run.resume, accelerator, console,
@@ -289,6 +292,7 @@ def record_launch(run_dir: Path, accelerator, resume: bool, cfg=None) -> None:
     import accelerate
     import torch
 
+    from lmprobe.threads import launch_record
     from lmprobe.train.throughput import device_name, peak_flops
 
     state = accelerator.state
@@ -299,6 +303,7 @@ def record_launch(run_dir: Path, accelerator, resume: bool, cfg=None) -> None:
         "dynamo_backend": dynamo,
         "device": str(accelerator.device), "torch": torch.__version__, "accelerate": accelerate.__version__,
     }
+    line.update(launch_record())  # {"threads", "threads_source"}: torch's CPU threads and why
     train_cfg = getattr(cfg, "train", None)
     if train_cfg is not None:
         precision = getattr(train_cfg, "precision", "fp32")
