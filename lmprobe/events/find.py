@@ -261,8 +261,8 @@ def _chosen_pairs(groupings, probe_attributions: list[Attribution], n_test_pairs
     spike times or the sharpness, so the tests' nulls hold), first `n_test_pairs` distinct."""
     chosen: dict[tuple, EventPair] = {}
     for attribution in probe_attributions:
-        for pair in attribution.pairs[:1]:
-            chosen.setdefault((pair.by, pair.up.key, pair.down.key), pair)
+        for pair in attribution.pairs[:1]:  # the same two groups, whichever rose, are one pair
+            chosen.setdefault((pair.by, frozenset((pair.up.key, pair.down.key))), pair)
     return list(chosen.values())[:n_test_pairs]
 
 
