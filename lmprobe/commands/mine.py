@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+from lmprobe.discovery.command import add_arguments as add_discovery_arguments
+from lmprobe.discovery.command import prepare as prepare_discovery
+
 from lmprobe.commands.common import (add_path_arguments, check_output_file, non_negative, open_path, parse_steps,
                                      positive, positive_float, stderr_progress, warn)
 
@@ -34,6 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lookahead", type=positive, default=16, help="lookahead steps for a lone checkpoint")
     p.add_argument("--lr", type=positive_float, default=None, help="lookahead learning rate (default: the run's)")
     p.add_argument("--seed", type=non_negative, default=0, help="seed of the lookahead replay and the miner")
+    add_discovery_arguments(p)  # key-free discovery: --by repr, repr-target, sharp, sharp-target (lmprobe.discovery)
     p.set_defaults(run=run)
 
 
@@ -49,8 +53,12 @@ def run(args: argparse.Namespace, console) -> int:
                          seed=args.seed, progress=stderr_progress)
     for message in matrix.warnings:
         warn(message)
-    result = mine(matrix.losses, matrix.steps, view.keys(), by=args.by or view.groupings[0], window=window,
-                  top=args.top, min_size=args.min_size, seed=args.seed)
+    view, relabel = prepare_discovery(view, args, console, progress=stderr_progress)  # --by repr/sharp
+    keys = view.keys()
+    result = mine(matrix.losses, matrix.steps, keys, by=args.by or view.groupings[0], window=window,
+                  top=args.top, min_size=args.min_size, seed=args.seed,
+                  ladder=None if args.by == "cluster" else complexity_ladder(view.groupings, keys))
+    result = relabel(result)  # discovered keys named as asked (lmprobe.discovery)
     written = []
     if args.csv:
         to_csv(result, view.describe, args.csv, view.key_label)
@@ -66,6 +74,23 @@ def run(args: argparse.Namespace, console) -> int:
     return 0
 
 
+def complexity_ladder(groupings, keys) -> list[str]:
+    """Groupings whose complexity over training is measured, coarse to fine: the domain's
+    keyed groupings (not align or cluster) by their number of keys; when several share the
+    finest order (vision's colour keys with the target), their union is added as the finest."""
+    plain = [g for g in groupings if g != "cluster" and "align" not in g.split("-")
+             and all(part in keys for part in g.split("-"))]
+    plain.sort(key=lambda g: len(g.split("-")))
+    if not plain:
+        return []
+    top = len(plain[-1].split("-"))
+    finest = [g for g in plain if len(g.split("-")) == top]
+    if top > 1 and len(finest) > 1:
+        names = list(dict.fromkeys(part for g in finest for part in g.split("-") if part != "target"))
+        plain.append("-".join(names + ["target"]))
+    return plain
+
+
 def report_written(paths: list, console, *, to_stderr: bool) -> None:
     """Name every file a command wrote: on stdout with a table, on stderr when stdout is JSON."""
     from rich.console import Console
@@ -78,7 +103,7 @@ def report_written(paths: list, console, *, to_stderr: bool) -> None:
 def write_group_grids(view, result, top: int, out_dir=None) -> list[str]:
     """For domains with images: one PNG grid per reported pair, beside the run (or checkpoint)."""
     from lmprobe.report.figures import example_grid
-    from lmprobe.report.mining_table import group_label
+    from lmprobe.report.mining_table import side_examples, side_label
 
     if not result.pairs or view.images([0]) is None:  # a domain without images
         return []
@@ -86,10 +111,9 @@ def write_group_grids(view, result, top: int, out_dir=None) -> list[str]:
     written = []
     for rank, pair in enumerate(result.pairs[:top], start=1):
         rows = []
-        for g in (pair.group_a, pair.group_b):
-            group = result.groups[g]
-            members = list(group.examples)[:8]
+        for side in ("a", "b"):
+            members = side_examples(result, pair, side)[:8]
             titles = [view.describe(i)[0] for i in members]
-            rows.append((group_label(result.key_names, group.key, view.key_label), view.images(members), titles))
+            rows.append((side_label(result, pair, side, view.key_label), view.images(members), titles))
         written.append(str(example_grid(rows, out_dir / f"pair-{rank:02d}.png")))
     return written

@@ -170,8 +170,8 @@ class PairTest:
 
     n_intervals: int
     n_tested: int
-    alpha: float
-    z_threshold: float  # pairs need z < -z_threshold
+    alpha: float  # family-wise error rate of the whole search (all windows together)
+    z_threshold: float  # pairs need z < -z_threshold (over the whole mined window)
     note: str = ""
     n_one_vs_rest: int = 0  # of n_tested, one-vs-rest candidates
     n_windows: int = 1  # the whole window plus the sliding windows tested (see `windows`)

@@ -118,6 +118,7 @@ def windowed_pairs(
                 pair.windows = known.windows
                 found[pair_identity(pair)] = pair
     merged = sorted(found.values(), key=lambda p: (-p.strength, p.group_a, p.group_b))
+    test.alpha = alpha  # family-wise, over the whole window and the sliding windows together
     test.n_windows = 1 + len(windows)
     test.window_z_threshold = window_threshold
     return merged, test

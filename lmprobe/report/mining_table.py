@@ -48,6 +48,38 @@ def group_label(key_names: tuple[str, ...], key: tuple[int, ...], key_label: Key
     return "  ".join(label(name, int(value)) for name, value in zip(key_names, key))
 
 
+def rest_label(key_names: tuple[str, ...], pair: Any, key_label: KeyLabel | None, limit: int = 3) -> str:
+    """The rest side of a one-vs-rest pair: "feature=sky  [rest: cat, bird, +2]"."""
+    label = key_label or default_key_label
+    shared = [label(name, int(value)) for name, value in zip(key_names, pair.key_b) if name != "target"]
+    names = [visible_text(label("target", int(t))) for t in pair.rest_targets[:limit]]
+    more = pair.rest_n_targets - len(names)
+    rest = "rest: " + ", ".join(names + ([f"+{more}"] if more > 0 else []))
+    return "  ".join(shared + [f"[{rest}]"])
+
+
+def side_label(result: MiningResult, pair: Any, side: str, key_label: KeyLabel | None) -> str:
+    """A pair's group label; the rest of a one-vs-rest pair lists its largest targets."""
+    if side == "b" and pair.is_one_vs_rest:
+        return rest_label(result.key_names, pair, key_label)
+    return group_label(result.key_names, pair.key_a if side == "a" else pair.key_b, key_label)
+
+
+def side_examples(result: MiningResult, pair: Any, side: str) -> list[int]:
+    """Members shown for a side: the group's movers, or the rest's for a one-vs-rest pair."""
+    if side == "b" and pair.is_one_vs_rest:
+        return list(pair.rest_examples)
+    return list(result.groups[pair.group_a if side == "a" else pair.group_b].examples)
+
+
+def window_text(pair: Any) -> str:
+    """Where a pair was found: "all" (the whole window) or "50..150", "+k" more windows."""
+    if pair.window is None:
+        return "all" + (f" (+{len(pair.windows)} windows)" if pair.windows else "")
+    others = len(pair.windows) - 1
+    return f"{pair.window[0]}..{pair.window[1]}" + (f" (+{others})" if others > 0 else "")
+
+
 def _group_cell(title: str, size: int, examples: list[int], describe: Describe) -> Text:
     cell = Text(f"{title}  (n={size})", style="bold")
     for index in examples:
@@ -94,11 +126,19 @@ def pairs_table(
 ) -> Table:
     """The opposing pairs, strongest first: two groups side by side with example contexts."""
     test = result.pair_test
+    counts = (f"{test.n_tested - test.n_one_vs_rest} pairs + {test.n_one_vs_rest} one-vs-rest"
+              if test.n_one_vs_rest else f"{test.n_tested} pairs")
+    n_ovr = sum(p.is_one_vs_rest for p in result.pairs)
+    windows = ""
+    if test.n_windows > 1 and test.window_z_threshold is not None:
+        windows = (f" and on {test.n_windows - 1} sliding windows (z < -{test.window_z_threshold:.2f});"
+                   f" half of alpha for the whole window, half split over the windows")
     summary = (
-        f"{len(result.pairs)} significant of {test.n_tested} candidate pairs over"
-        f" {test.n_intervals} intervals (one-sided Bartlett-Fisher z < -{test.z_threshold:.2f},"
-        f" family-wise alpha {test.alpha:g}); score = sqrt(-cov) of detrended changes,"
-        f" ranked by strength = score x sqrt(smaller group's size)"
+        f"{len(result.pairs)} significant ({n_ovr} one-vs-rest) of {test.n_tested} candidates ({counts})"
+        f" over {test.n_intervals} intervals (one-sided Bartlett-Fisher z < -{test.z_threshold:.2f}"
+        f"{windows}; family-wise alpha {test.alpha:g}); score = sqrt(-cov) of"
+        f" detrended changes, ranked by strength = score x sqrt(smaller group's size); a one-vs-rest"
+        f" pair is shown when stronger than every pair it subsumes"
     )
     if test.note:
         summary += f"; {test.note}"
@@ -108,23 +148,42 @@ def pairs_table(
                   show_lines=True)
     for name, justify in (("#", "right"), ("Group 1", "left"), ("Group 2", "left"),
                           ("corr", "right"), ("score", "right"), ("strength", "right"),
-                          ("swings at steps", "left")):
+                          ("steps", "left"), ("swings at steps", "left")):
         table.add_column(name, justify=justify, overflow="fold")
     for rank, pair in enumerate(shown, start=1):
-        group_a, group_b = result.groups[pair.group_a], result.groups[pair.group_b]
         table.add_row(
             str(rank),
-            _group_cell(group_label(result.key_names, pair.key_a, key_label), pair.size_a,
-                        list(group_a.examples[:examples_per_group]), describe),
-            _group_cell(group_label(result.key_names, pair.key_b, key_label), pair.size_b,
-                        list(group_b.examples[:examples_per_group]), describe),
+            _group_cell(side_label(result, pair, "a", key_label), pair.size_a,
+                        side_examples(result, pair, "a")[:examples_per_group], describe),
+            _group_cell(side_label(result, pair, "b", key_label), pair.size_b,
+                        side_examples(result, pair, "b")[:examples_per_group], describe),
             f"{pair.corr:+.2f}",
             f"{pair.score:.3g}",
             f"{pair.strength:.3g}",
+            window_text(pair),
             _steps_text(pair.swings),
         )
     if len(result.pairs) > len(shown):
-        table.add_row("...", Text(more_rows_note(len(result.pairs), len(shown))), "", "", "", "", "")
+        table.add_row("...", Text(more_rows_note(len(result.pairs), len(shown))), "", "", "", "", "", "")
+    return table
+
+
+def complexity_table(result: MiningResult) -> Table:
+    """Per window of training: the share of the strongest opposing pairs' strength explained by
+    each grouping, the complexity index (strength-weighted mean order), and its trend."""
+    c = result.complexity
+    table = Table(title="Complexity of the opposing groups over training",
+                  caption=_caption(f"complexity {c.trend}" if c.tau is not None else c.note,
+                                   "share: of the strength of each window's strongest opposing pairs"
+                                   " (nested pairs counted once, for the grouping showing them strongest),"
+                                   " per grouping; index = sum of order x share"))
+    table.add_column("steps")
+    for name, order in zip(c.groupings, c.orders):
+        table.add_column(f"{name} ({order})", justify="right")
+    table.add_column("index", justify="right")
+    for (a, b), shares, counts, index in zip(c.windows, c.shares, c.n_significant, c.index):
+        cells = [f"{100 * v:.0f}% ({n})" if n else "-" for v, n in zip(shares, counts)]
+        table.add_row(f"{a}..{b}", *cells, "-" if index is None else f"{index:.2f}")
     return table
 
 
@@ -281,7 +340,10 @@ def render(
                  cluster_pairs_table(result, describe, key_label, max_pairs=max_pairs),
                  movers_table(result, describe)]
     else:
-        parts = [pairs_table(result, describe, key_label, max_pairs=max_pairs), movers_table(result, describe)]
+        parts = [pairs_table(result, describe, key_label, max_pairs=max_pairs)]
+        if result.complexity is not None:
+            parts.append(complexity_table(result))
+        parts.append(movers_table(result, describe))
         if result.clusters is not None:
             parts += [clusters_table(result, describe, key_label),
                       cluster_pairs_table(result, describe, key_label, max_pairs=max_pairs)]
@@ -314,11 +376,14 @@ def to_dict(result: MiningResult, describe: Describe | None = None,
     label = key_label or default_key_label
     names = result.key_names
     for pair, pair_obj in zip(data["pairs"], result.pairs):
-        pair["label_a"] = _labelled(names, pair["key_a"], key_label)
-        pair["label_b"] = _labelled(names, pair["key_b"], key_label)
+        pair["label_a"] = side_label(result, pair_obj, "a", key_label)
+        pair["label_b"] = side_label(result, pair_obj, "b", key_label)
+        pair["window_label"] = window_text(pair_obj)
+        if pair_obj.is_one_vs_rest:
+            pair["rest_target_labels"] = [label("target", t) for t in pair_obj.rest_targets]
         if describe is not None:
-            for side, group in (("a", result.groups[pair_obj.group_a]), ("b", result.groups[pair_obj.group_b])):
-                pair[f"examples_{side}"] = _described(describe, group.examples)
+            for side in ("a", "b"):
+                pair[f"examples_{side}"] = _described(describe, side_examples(result, pair_obj, side))
     for group_data, group in zip(data["groups"], result.groups):
         group_data["label"] = _labelled(names, group_data["key"], key_label)
         if describe is not None:
@@ -354,7 +419,8 @@ def to_json(result: MiningResult, describe: Describe | None = None, *, indent: i
 
 
 CSV_FIELDS_FIXED = ["rank", "group_a", "group_b", "size_a", "size_b", "corr", "z", "score",
-                    "strength", "amp_a", "amp_b", "swing_steps", "examples_a", "examples_b"]
+                    "strength", "amp_a", "amp_b", "swing_steps", "examples_a", "examples_b",
+                    "kind", "window", "windows", "rest_targets"]
 CSV_CLUSTER_FIELDS = ["rank", "cluster_a", "cluster_b", "dominated_a", "dominated_b", "size_a", "size_b",
                       "corr", "z", "score", "strength", "swing_steps", "examples_a", "examples_b"]
 
@@ -368,7 +434,9 @@ def to_csv(
     examples_per_group: int = 5,
 ) -> None:
     """One row per opposing pair: labels and raw key values of both groups, sizes, corr, z,
-    score, strength, amplitudes, swing steps (';'-joined) and example texts (' | '-joined).
+    score, strength, amplitudes, swing steps (';'-joined) and example texts (' | '-joined),
+    then kind ("pair" / "one-vs-rest": b's target is -1 and rest_targets lists its targets,
+    largest first), window (A:B steps; empty: the whole window) and every window it passed in.
     In cluster mode, one row per opposing cluster pair (CSV_CLUSTER_FIELDS)."""
     own = isinstance(path_or_file, (str, os.PathLike))
     handle = open(path_or_file, "w", newline="", encoding="utf-8") if own else path_or_file
@@ -382,17 +450,21 @@ def to_csv(
         for rank, pair in enumerate(result.pairs, start=1):
             row = {
                 "rank": rank,
-                "group_a": group_label(result.key_names, pair.key_a, key_label),
-                "group_b": group_label(result.key_names, pair.key_b, key_label),
+                "group_a": side_label(result, pair, "a", key_label),
+                "group_b": side_label(result, pair, "b", key_label),
+                "kind": pair.kind,
+                "window": "" if pair.window is None else f"{pair.window[0]}:{pair.window[1]}",
+                "windows": ";".join(f"{a}:{b}" for a, b in pair.windows),
+                "rest_targets": ";".join(str(t) for t in pair.rest_targets),
                 "size_a": pair.size_a, "size_b": pair.size_b,
                 "corr": f"{pair.corr:.6g}", "z": f"{pair.z:.6g}", "score": f"{pair.score:.6g}",
                 "strength": f"{pair.strength:.6g}",
                 "amp_a": f"{pair.amp_a:.6g}", "amp_b": f"{pair.amp_b:.6g}",
                 "swing_steps": ";".join(str(s.step_to) for s in pair.swings),
                 "examples_a": " | ".join(example_text(describe, i) for i in
-                                         result.groups[pair.group_a].examples[:examples_per_group]),
+                                         side_examples(result, pair, "a")[:examples_per_group]),
                 "examples_b": " | ".join(example_text(describe, i) for i in
-                                         result.groups[pair.group_b].examples[:examples_per_group]),
+                                         side_examples(result, pair, "b")[:examples_per_group]),
             }
             for name, a, b in zip(result.key_names, pair.key_a, pair.key_b):
                 row[f"a_{name}"], row[f"b_{name}"] = a, b
