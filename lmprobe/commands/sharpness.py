@@ -27,6 +27,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tol", type=positive_float, default=1e-3,
                    help="relative accuracy wanted (certified by the residual)")
     p.add_argument("--max-iter", type=positive, default=60, help="most Hessian-vector products per solve")
+    p.add_argument("--spread", type=positive, metavar="K",
+                   help="also measure the top eigenvalue on K disjoint parts of the sample (min, median, max, "
+                        "relative spread): how much the value depends on which examples were drawn")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=run)
 
@@ -49,6 +52,12 @@ def run(args: argparse.Namespace, console) -> int:
     report = measure_sharpness(model, view.loss, batches, k=args.k, block=args.block, optimizer=optimizer,
                                lr=lr, tol=args.tol, max_iter=args.max_iter)
     report["checkpoint"] = str(view.checkpoint)
+    report["n_examples"] = sum(len(next(iter(batch.values()))) for batch in batches)
+    if args.spread:
+        from lmprobe.hessian.spread import sharpness_spread
+
+        report["spread"] = sharpness_spread(model, view.loss, batches, args.spread, block=args.block,
+                                            tol=args.tol, max_iter=args.max_iter)
     if args.json:
         print(json.dumps(report, default=float, indent=1))
     else:
@@ -63,7 +72,8 @@ def sharpness_table(report: dict):
     rows = [
         ("block", report.get("block") or "all parameters"),
         ("parameters", f"{report['n_params']:,}"),
-        ("batches", str(report.get("n_batches"))),
+        ("batches", f"{report.get('n_batches')} ({report['n_examples']} examples)" if report.get("n_examples")
+                    else str(report.get("n_batches"))),
         ("top eigenvalues", ", ".join(f"{v:.4g}" for v in report["eigenvalues"])),
     ]
     if report.get("error_bounds") is not None:
@@ -80,8 +90,14 @@ def sharpness_table(report: dict):
             rows.append(("  error bound", f"{report['preconditioned_error_bounds'][0]:.2g}"))
         rows.append(("  converged", str(report.get("preconditioned_converged"))))
         rows.append(("Adam threshold (2+2b1)/(lr(1-b1))", f"{report['preconditioned_threshold']:.4g}"))
-    rows.append(("Hessian-vector products", str(report["n_products"])))
-    rows.append(("seconds", f"{report['seconds']:.1f}"))
+    spread = report.get("spread")
+    if spread is not None:
+        rows.append((f"spread: {spread['parts']} disjoint parts of {spread['examples_per_part']}",
+                     ", ".join(f"{v:.4g}" for v in spread["values"])))
+        rows.append(("  min / median / max", f"{spread['min']:.4g} / {spread['median']:.4g} / {spread['max']:.4g}"))
+        rows.append(("  relative spread (max-min)/median", f"{spread['relative_spread']:.1%}"))
+    rows.append(("Hessian-vector products", str(report["n_products"] + (spread or {}).get("n_products", 0))))
+    rows.append(("seconds", f"{report['seconds'] + (spread or {}).get('seconds', 0.0):.1f}"))
     for key, value in rows:
         table.add_row(key, value)
     return table

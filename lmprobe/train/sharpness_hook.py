@@ -2,11 +2,15 @@
 
 Measurements warm-start from the previous eigenvectors (lmprobe.hessian.SharpnessTracker), so
 tracking every few steps costs a handful of Hessian-vector products, each value certified to
-`tol` by its residual (logged as sharpness_error_bound). The batches are the first
-`n_batches * batch_size` training examples (saved in probe/train_sample.npz, where `lmprobe
-sharpness` reads them too), the same at every measurement, so the curve shows the loss landscape
-changing and not the sample. Each process measures its share
-of them; the Hessian module sums the products across processes.
+`tol` by its residual (logged as sharpness_error_bound). The loss measured is the mean loss over
+`n_batches * batch_size` training examples: under full-batch GD the first ones (the GD batch, when
+the sizes match: the loss GD descends), under SGD and Adam a seeded random sample of the training
+split (lmprobe.train.train_sample.random_hessian_indices), large enough that its top eigenvalue is
+the loss's and not a few outlier sequences' (`lmprobe sharpness --spread K` measures how much it
+depends on the sample). They are saved in probe/train_sample.npz, where `lmprobe sharpness` reads
+them too, and are the same at every measurement, so the curve shows the loss landscape changing and
+not the sample. Each process measures its share of them; the Hessian module sums the products
+across processes.
 
 With `sharpness.alignment` (on by default) each measurement also records, for every probe
 example, the derivative of its loss along the top eigenvector(s) into run_dir/alignment
@@ -47,6 +51,7 @@ def sharpness_hook(task, cfg: SharpnessConfig, batches: list[dict[str, torch.Ten
     mini-batch the step just trained on (its first micro-batch), which recent work finds sits at
     2/lr under SGD while the full-batch sharpness stays below it.
     """
+    batches = hook_batches(task, cfg, batches, trainer)
     mine = [trainer._to_device(b) for b in shard_batches(batches)]
     stochastic = not trainer.full_batch and trainer.cfg.optim.name == "sgd"
     tracker = SharpnessTracker(k=cfg.k, block=cfg.block, tol=cfg.tol, max_iter=cfg.max_iter,
@@ -76,6 +81,22 @@ def sharpness_hook(task, cfg: SharpnessConfig, batches: list[dict[str, torch.Ten
         return report["sharpness"]
 
     return measure
+
+
+def hook_batches(task, cfg: SharpnessConfig, batches: list[dict[str, torch.Tensor]],
+                 trainer) -> list[dict[str, torch.Tensor]]:
+    """The batches the hook measures on: `batches` (the first training examples) under full-batch GD;
+    otherwise a seeded random sample of the same size, which the main process saves in place of
+    them in probe/train_sample.npz (a resumed run draws the same sample and leaves the file alone)."""
+    from lmprobe.train.train_sample import random_hessian_indices, save_hessian_sample
+
+    if trainer.full_batch:
+        return batches
+    indices = random_hessian_indices(cfg.n_batches, cfg.batch_size, task.n_train(), trainer.cfg.train.seed)
+    batches = [task.train_batch(i) for i in indices]
+    if trainer.acc.is_main_process:
+        save_hessian_sample(trainer.run_dir / "probe", batches)
+    return batches
 
 
 def alignment_recorder(task, cfg: SharpnessConfig, tracker: SharpnessTracker, trainer) -> Callable[..., dict]:

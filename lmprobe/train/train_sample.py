@@ -1,8 +1,11 @@
 """probe/train_sample.npz: the training examples analysis needs, saved when a run starts.
 
 Two fixed sets, both drawn from the training split and so disjoint from the probe by construction:
-* `hessian`: the batches the training hook measures sharpness on (the first training examples);
-  `lmprobe sharpness` reads the same ones, so the CLI's number and metrics.jsonl's are comparable;
+* `hessian`: the batches the training hook measures sharpness on: under full-batch GD the first
+  training examples (the GD batch itself), under SGD and Adam a seeded random sample of the training
+  split (`random_hessian_indices`; the first examples of a corpus are one document, e.g. e-mail
+  headers, and the top eigenvalue of their loss is theirs, not the loss's); `lmprobe sharpness`
+  reads the same ones, so the CLI's number and metrics.jsonl's are comparable;
 * `lookahead`: a seeded random sample for lookahead mining from a lone checkpoint.
 Saving them means analysis never re-reads (or re-tokenises) the training corpus. Each batch is a dict
 of tensors as the Task collates it, stored as arrays of shape [n_batches, batch_size, ...].
@@ -39,6 +42,15 @@ def hessian_indices(n_batches: int, batch_size: int, n_train: int) -> list[np.nd
     return [np.arange(b * batch_size, (b + 1) * batch_size) for b in range(n_batches)]
 
 
+def random_hessian_indices(n_batches: int, batch_size: int, n_train: int, seed: int) -> list[np.ndarray]:
+    """The hook's batches under SGD and Adam: n_batches * batch_size training examples drawn at random
+    without replacement (seeded by the run's seed), so the logged sharpness is that of the mean loss
+    over a random sample of the training split, the same sample at every measurement."""
+    hessian_indices(n_batches, batch_size, n_train)  # the same size check
+    order = np.random.default_rng([seed, 0x5EA4]).permutation(n_train)[: n_batches * batch_size]
+    return [np.sort(order[b * batch_size : (b + 1) * batch_size]) for b in range(n_batches)]
+
+
 def lookahead_indices(n_train: int, seed: int, n_batches: int = LOOKAHEAD_BATCHES,
                       batch_size: int = LOOKAHEAD_BATCH_SIZE) -> list[np.ndarray]:
     """A seeded random sample of training examples, as batches (fewer when the split is small)."""
@@ -57,6 +69,18 @@ def write_train_sample(probe_dir: str | Path, hessian: list[Batch], lookahead: l
     np.savez(tmp, **arrays)
     tmp.replace(path)
     return path
+
+
+def save_hessian_sample(probe_dir: str | Path, hessian: list[Batch]) -> bool:
+    """Replace the saved `hessian` batches (keeping `lookahead`) unless they are already these.
+    Returns whether the file was rewritten."""
+    saved = read_train_sample(probe_dir)
+    if len(saved.hessian) == len(hessian) and all(
+        set(a) == set(b) and all(torch.equal(a[k], b[k].cpu()) for k in a) for a, b in zip(saved.hessian, hessian)
+    ):
+        return False
+    write_train_sample(probe_dir, hessian, saved.lookahead)
+    return True
 
 
 def read_train_sample(probe_dir: str | Path) -> TrainSample:
