@@ -392,6 +392,7 @@ def find_opposing_pairs(
     swing_z: float = SWING_Z,
     rest: RestBlocks | None = None,
     family: int = 1,
+    exact_budget: int | None = None,
 ) -> tuple[list[OpposingPair], PairTest]:
     """Significant opposing pairs among groups, strongest first (`pair_strength`).
 
@@ -401,7 +402,8 @@ def find_opposing_pairs(
     for the test (`stats.interval_scale`; None: unweighted). rest: the grouping's features, for
     one-vs-rest candidates (None: pairs only). family: the Bonferroni correction counts
     family x (pairs + one-vs-rest candidates) tests — the sliding windows' share of alpha
-    (`windows`).
+    (`windows`). exact_budget: pairs x intervals tested without a screen (default EXACT_BUDGET;
+    the windowed searches split it over their windows, so their exact work stays that of one).
 
     Each pair is detrended against the mean change of the examples outside both groups, so
     that big groups (ten CIFAR classes, say) are not anti-correlated by construction. Testing
@@ -436,7 +438,7 @@ def find_opposing_pairs(
     n_total = int(sizes.sum()) if n_total is None else int(n_total)
     changes = np.diff(mean_loss, axis=0)
     total_change = np.asarray(trend, dtype=np.float64) * n_total
-    if n_pairs * n_intervals <= EXACT_BUDGET:
+    if n_pairs * n_intervals <= (EXACT_BUDGET if exact_budget is None else exact_budget):
         pair_a, pair_b = _pairs_within(blocks)
     else:
         pair_a, pair_b = _screen(changes, trend, scale, blocks, cutoff=-SCREEN_FRACTION * threshold)

@@ -12,7 +12,9 @@ candidates are tested at alpha * share / (windows x candidates). The family-wise
 whole search stays <= alpha. A pair is reported once: with its whole-window statistics when it
 is significant there, otherwise with those of the window where it is strongest; `window` says
 which (None: the whole window) and `windows` lists every sliding window where it passed. All
-windows reuse the per-record group sums of the one streaming pass: nothing re-reads the trace.
+windows reuse the per-record group sums of the one streaming pass: nothing re-reads the trace,
+and the windows share one EXACT_BUDGET of exactly tested pairs x intervals (beyond it pairs are
+screened first, as in `opposing`), so the windows cost about what the whole window costs.
 
 Complexity over training (the paper's claim 5: outlier groups grow more complex). Groupings
 form a ladder of increasing order (order = number of keys: text target = 1, feature-target = 2,
@@ -40,6 +42,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from lmprobe.mining.opposing import (
+    EXACT_BUDGET,
     MIN_INTERVALS,
     TARGET,
     OpposingPair,
@@ -103,7 +106,7 @@ def windowed_pairs(
         window_pairs, window_test = find_opposing_pairs(
             mean_loss[rows], trend[start:stop], group_keys, group_sizes, key_names, steps[rows],
             scale[start:stop], n_total=n_total, alpha=alpha * WINDOW_ALPHA_SHARE, family=len(windows),
-            rest=None if rest is None else rest.rows(start, stop + 1))
+            rest=None if rest is None else rest.rows(start, stop + 1), exact_budget=EXACT_BUDGET // len(windows))
         window_threshold = window_test.z_threshold
         span = (int(steps[start]), int(steps[stop]))
         for pair in window_pairs:
@@ -272,7 +275,8 @@ def complexity_over_windows(
             pairs, _ = find_opposing_pairs(rung_obj.mean_loss[rows], trend[start:stop], rung_obj.keys,
                                            rung_obj.sizes, rung_obj.key_names, steps[rows], scale[start:stop],
                                            n_total=n_total, alpha=alpha, family=family,
-                                           rest=None if rung_obj.rest is None else rung_obj.rest.rows(start, stop + 1))
+                                           rest=None if rung_obj.rest is None else rung_obj.rest.rows(start, stop + 1),
+                                           exact_budget=EXACT_BUDGET // family)
             pooled += [(rung, pair.strength, _sides(rung_obj, pair)) for pair in pairs]
         nests = explained(pooled, orders)
         count = [0] * len(rungs)
