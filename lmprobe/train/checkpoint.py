@@ -21,13 +21,14 @@ import random
 import re
 import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from lmprobe.errors import LmprobeError, first_line
+from lmprobe.errors import LmprobeError, first_line, write_failure
 
 CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
 RESUME_DIR = "resume"
@@ -86,12 +87,32 @@ def staging_folder(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f".{checkpoint_name(step)}.tmp"
 
 
+@contextmanager
+def checkpoint_writes(staging: Path) -> Iterator[None]:
+    """Around the writing of a checkpoint: a write that fails (a full disk, a file-size limit) is
+    raised as the OSError it stands for, whichever library wrote (torch.save's RuntimeError,
+    safetensors' SafetensorError, Accelerate's save_state), so it ends in the one line an OSError
+    gets; the unfinished staging folder is removed (the checkpoints already listed are untouched).
+    Any other error passes through as it is."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - sorted below: only write failures are translated
+        failure = write_failure(exc, staging)
+        if failure is None:
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # frees the space it took; never listed
+        if failure is exc:
+            raise
+        raise failure from None
+
+
 def commit_checkpoint(run_dir: str | Path, step: int, info: dict[str, Any] | None = None,
                       keep: int | None = None) -> Path:
     """Seal the staging folder (lmprobe.json, fsync) and rename it into the listing; prune to `keep`."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     staging, final = staging_folder(run_dir, step), ckpt_dir / checkpoint_name(step)
     (staging / INFO_FILE).write_text(json.dumps({"step": step, **(info or {})}, indent=1))
+    _umask_modes(staging)
     _fsync_tree(staging)
     if final.exists():
         _remove_checkpoint(final)
@@ -225,6 +246,29 @@ def _remove_checkpoint(path: Path) -> None:
 def _remove_stale_temporaries(ckpt_dir: Path) -> None:
     for path in ckpt_dir.glob(".step-*.tmp*"):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def file_mode() -> int:
+    """The mode a regular file gets under this process's umask (0o644 under the usual 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)  # no /proc: read it by setting it (and back at once)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give every file of a checkpoint the mode the umask gives regular files: safetensors writes
+    model.safetensors through a private temporary file (mode 0600), so on a shared file system a
+    teammate could read the config and the model card but not the weights."""
+    mode = file_mode()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & 0o777) != mode:
+            os.chmod(path, mode)
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -26,8 +26,9 @@ from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfi
 from lmprobe.errors import LmprobeError, first_line
 from lmprobe.trace import TraceWriter
 from lmprobe.train.checkpoint import (
-    INFO_FILE, RESUME_DIR, begin_checkpoint, checkpoint_name, commit_checkpoint, incomplete_checkpoints,
-    latest_checkpoint, list_checkpoints, load_training_state, restore_rng, set_aside, staging_folder,
+    INFO_FILE, RESUME_DIR, begin_checkpoint, checkpoint_name, checkpoint_writes, commit_checkpoint,
+    incomplete_checkpoints, latest_checkpoint, list_checkpoints, load_training_state, restore_rng, set_aside,
+    staging_folder,
 )
 from lmprobe.train.metrics_log import MetricsLog
 from lmprobe.train.optim import build_optimizer, learning_rate, set_learning_rate
@@ -338,7 +339,12 @@ class Trainer:
     # ------------------------------------------------------------------ saving
     def save(self, step: int) -> Path | None:
         """checkpoints/step-NNNNNN, atomically: the Hub folder (main process), then every process's
-        part of Accelerate's save_state into resume/, then the rename. Collective: all processes call it."""
+        part of Accelerate's save_state into resume/, then the rename. Collective: all processes call it.
+        A write that fails (a full disk, a file-size limit) is an OSError, whichever library wrote."""
+        with checkpoint_writes(staging_folder(self.run_dir, step)):
+            return self._write_checkpoint(step)
+
+    def _write_checkpoint(self, step: int) -> Path | None:
         sharded = self.acc.distributed_type == DistributedType.FSDP
         full_state = self.acc.get_state_dict(self.model) if sharded else None  # gathered by every rank
         if self.acc.is_main_process:
