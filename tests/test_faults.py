@@ -59,6 +59,53 @@ def _dead_pid() -> int:
     return done.pid
 
 
+# ----------------------------------------------------------------------------- two starts, one --name
+def test_a_second_start_with_the_same_name_leaves_the_finished_run_alone(tiny_run, tiny_config, tmp_path, capsys,
+                                                                         monkeypatch):
+    """The second start passes the "already exists" check, prepares its data, and meanwhile the first
+    finishes: once it holds the lock it refuses, and the finished run is left as it was."""
+    import lmprobe.train.launch as launch
+
+    run, resolve, before = tmp_path / "same", launch.resolve_run, {}
+
+    def first_start_finishes_meanwhile(*args, **kwargs):
+        resolved = resolve(*args, **kwargs)  # no directory yet: the check passes
+        shutil.copytree(tiny_run, run)  # the first start (same --name) trains to the end
+        before.update(_snapshot(run))
+        return resolved
+
+    monkeypatch.setattr(launch, "resolve_run", first_start_finishes_meanwhile)
+    err = _fails(["--config", str(tiny_config), "--name", "same", "--no-progress", f"out_dir={tmp_path}",
+                  "optim.lr=0.01"], capsys)
+    assert f"run directory {run} holds a run" in err and "--resume" in err and "another --name" in err
+    assert _snapshot(run) == before  # config, probe, trace, metrics, checkpoints, even the lock file
+
+
+def test_a_folder_no_start_made_is_never_taken(tiny_config, tmp_path, capsys):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("mine\n")
+    err = _fails(["--config", str(tiny_config), "--name", "notes", "--no-progress", f"out_dir={tmp_path}"], capsys)
+    assert "already exists" in err and "another --name" in err
+    assert [p.name for p in folder.iterdir()] == ["todo.txt"]
+
+
+def test_a_killed_start_is_still_reused(tiny_config, tmp_path, one_thread):
+    """A start killed after writing its probe (token, probe/, no config.yaml) is taken by the next one."""
+    from lmprobe.train.rundir import START_FILE, claim_start, is_unfinished_start
+
+    half = tmp_path / "half"
+    half.mkdir()
+    claim_start(half)
+    (half / "probe").mkdir()
+    (half / ".config.yaml.tmp-{}".format(_dead_pid())).write_text("name: half\n")  # killed mid-write
+    assert is_unfinished_start(half) and (half / START_FILE).is_file()
+    assert main(["--config", str(tiny_config), "--name", "half", "--no-progress", f"out_dir={tmp_path}",
+                 "train.steps=2", "train.checkpoint_every=2", "train.eval_every=2"]) == 0
+    assert [s for s, _ in list_checkpoints(half)] == [2]
+    assert not list(half.glob(".*.tmp-*"))
+
+
 # ----------------------------------------------------------------------------- a full disk, a file-size limit
 @contextlib.contextmanager
 def _file_size_limit(limit: int):
@@ -152,6 +199,52 @@ def test_enospc_and_efbig_say_what_to_do():
     assert "ulimit -f" in os_error_message(OSError(errno.EFBIG, "File too large", "x"))
     assert write_failure(RuntimeError("shape '[2, 3]' is invalid for input of size 5"), "x") is None
     assert write_failure(ValueError("I/O error"), "x") is None  # only the libraries' write errors
+
+
+# ----------------------------------------------------------------------------- temporaries of killed writers
+def test_temporaries_of_killed_writers_are_removed_when_their_folder_is_next_used(tmp_path):
+    from lmprobe.cache import cached_folder, host_tag
+    from lmprobe.train.rundir import RunLock, write_atomic
+
+    dead, alive = _dead_pid(), os.getppid()
+    cache = tmp_path / "tokenizers"
+    cache.mkdir()
+    killed = cache / f".bpe-512-0123456789abcdef.tmp-{dead}@{host_tag()}-k2j3h4g5"
+    running = cache / f".bpe-512-0123456789abcdef.tmp-{alive}@{host_tag()}-a1b2c3d4"
+    elsewhere = cache / f".bpe-512-0123456789abcdef.tmp-{dead}@00000000-q9w8e7r6"  # another machine's pid
+    old, recent = cache / ".bpe-512-fedcba9876543210.x7y6z5w4", cache / ".bpe-512-fedcba9876543210.m1n2b3v4"
+    for folder in (killed, running, elsewhere, old, recent):
+        folder.mkdir()
+        (folder / "vocab.json").write_text("{}")
+    for path in (old, old / "vocab.json"):  # an unnamed temporary of an older lmprobe, untouched for two days
+        os.utime(path, (0, os.path.getmtime(path) - 2 * 86400))
+    cached_folder(cache / "bpe-512-0123456789abcdef", lambda f: (f / "vocab.json").write_text("{}"))
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        ["bpe-512-0123456789abcdef", running.name, elsewhere.name, recent.name])
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / f".config.yaml.tmp-{dead}").write_text("half")
+    (run / f".data.json.tmp-{alive}").write_text("being written")
+    RunLock(run).acquire().release()  # the next process to take the run
+    assert not (run / f".config.yaml.tmp-{dead}").exists() and (run / f".data.json.tmp-{alive}").exists()
+    (run / f".config.yaml.tmp-{dead}").write_text("half")
+    write_atomic(run / "config.yaml", "name: run\n")  # the next write of that file
+    assert sorted(p.name for p in run.iterdir()) == sorted([".lock", "config.yaml", f".data.json.tmp-{alive}"])
+
+
+def test_a_tokenizer_training_killed_before_its_rename_is_cleaned_up(tiny_corpus, tmp_path):
+    from lmprobe.cache import host_tag
+    from lmprobe.lm.data import load_tokenizer
+
+    folder = tmp_path / "tokenizers"
+    folder.mkdir()
+    left = folder / f".bpe-300-0123456789abcdef.tmp-{_dead_pid()}@{host_tag()}-k2j3h4g5"
+    left.mkdir()
+    (left / "tokenizer.json").write_text("{")
+    load_tokenizer("bpe-300", source=str(tiny_corpus), cache_dir=tmp_path)
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+    assert len(list(folder.iterdir())) == 1
 
 
 # ----------------------------------------------------------------------------- file modes

@@ -17,7 +17,8 @@ from pathlib import Path
 from lmprobe.domain import Domain, get_domain
 from lmprobe.errors import LmprobeError, OneLineArgumentParser, first_line, one_line_warnings, os_error_message
 from lmprobe.train.rundir import (
-    CONFIG_FILE, RunLock, RunRequest, is_unfinished_start, record_config_change, resolve_run,
+    CONFIG_FILE, RunLock, RunRequest, claim_start, is_unfinished_start, record_config_change,
+    resolve_run,
     save_config_atomic, timestamp, write_atomic,
 )
 
@@ -207,8 +208,7 @@ def train(domain: Domain, cfg, run_dir: Path, resume: bool, accelerator, console
             trainer.sharpness_fn = sharpness_hook(task, cfg.sharpness, hessian, trainer)
         summary = trainer.fit(resume=resume)
     except BaseException:
-        if created and not list_checkpoints(run_dir):
-            lock.release()
+        if created and not list_checkpoints(run_dir):  # removed while locked: no other start is in it yet
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained: do not block the fixed rerun
         raise
     finally:
@@ -238,7 +238,7 @@ def _claim(run_dir: Path, resume: bool, accelerator) -> RunLock:
                 run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise LmprobeError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
-            lock.acquire()
+            lock.acquire(check=None if resume else claim_start)  # still an unfinished start, once locked?
         except LmprobeError as err:
             error = str(err)
     if accelerator.num_processes > 1:

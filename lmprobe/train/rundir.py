@@ -7,28 +7,37 @@ failed. Only the main process creates anything.
 What a run directory promises, and how it is kept:
   * config.yaml is written last, atomically (temp + rename), when a run starts: a directory
     without it is a start that never finished, and a fresh start with the same name reuses it.
+    A start marks the directory it takes with a start token (.start: pid, nonce) and checks,
+    once it holds the lock, that the directory is still an unfinished start: two starts with one
+    --name (the second preparing its data while the first trained) leave the first run as it was.
+    A folder that is no start's (no token, not empty) is never taken, nor removed on a failure.
   * a resumed run keeps its config.yaml, data.json and probe/; a config that differs from the
     saved one is refused (naming the changed keys) unless the user allows the change, which is
     then recorded in config_changes.jsonl.
   * one training process at a time: run_dir/.lock is held (flock) while a run trains.
+  * temporary files (.NAME.tmp-PID) of a writer that was killed are removed by the next process
+    that takes the lock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from lmprobe.cache import remove_stale_temporaries
 from lmprobe.config import apply_overrides, from_dict, load_config, read_yaml, to_dict
 from lmprobe.errors import LmprobeError
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
+START_FILE = ".start"  # the start token: which start made the directory (pid, nonce)
 CHANGES_FILE = "config_changes.jsonl"
 #: keys that name where a run lives, not how it trains: never a "change"
 LOCATION_KEYS = ("name", "out_dir")
@@ -161,9 +170,27 @@ def read_saved_config(run_dir: Path) -> dict[str, Any]:
 
 
 def is_unfinished_start(run_dir: Path) -> bool:
-    """A directory left by a start killed before config.yaml: no config, no checkpoint, no metrics."""
-    return (run_dir.is_dir() and not (run_dir / CONFIG_FILE).exists()
-            and not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists())
+    """A directory left by a start killed before config.yaml: no config, no checkpoint, no metrics,
+    and a start's token (or nothing at all but the lock: killed right after mkdir). A folder of
+    anything else is not a start, whatever its name."""
+    if not run_dir.is_dir() or any((run_dir / name).exists() for name in (CONFIG_FILE, "checkpoints", "metrics.jsonl")):
+        return False
+    return (run_dir / START_FILE).is_file() or all(p.name == LOCK_FILE for p in run_dir.iterdir())
+
+
+def claim_start(run_dir: Path) -> None:
+    """Called by a fresh start once it holds the run lock: the directory must still be an unfinished
+    start (the one this start made, or one a killed start left); it then gets this start's token.
+    Otherwise another start finished (or started) a run there while this one prepared its data, or
+    the folder is not a run's: refused, and nothing in it is touched."""
+    if not is_unfinished_start(run_dir):
+        what = ("holds a run (another start with this --name got there first)" if (run_dir / CONFIG_FILE).exists()
+                or (run_dir / "checkpoints").exists() or (run_dir / "metrics.jsonl").exists()
+                else "is a folder that no start made")
+        raise LmprobeError(f"run directory {run_dir} {what}; nothing in it was changed; pass --resume to "
+                           f"continue that run, or choose another --name")
+    token = {"pid": os.getpid(), "nonce": secrets.token_hex(8), "time": timestamp()}
+    write_atomic(run_dir / START_FILE, json.dumps(token) + "\n")
 
 
 def _find_run_to_resume(cls: type, request: RunRequest) -> Path:
@@ -200,6 +227,7 @@ def _deep_copy(data: dict) -> dict:
 # ----------------------------------------------------------------------------- writing
 def write_atomic(path: Path, text: str) -> None:
     """Write a file so that a kill leaves the old content or the new, never an empty file."""
+    remove_stale_temporaries(path.parent, path.name)  # a killed writer's
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -226,7 +254,9 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_FILE
         self._file = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self, check: Callable[[Path], None] | None = None) -> "RunLock":
+        """Take the lock, then run `check(run_dir)` (which may refuse) before anything is written:
+        the lock file gets this process's pid only when the run is really taken."""
         import fcntl
 
         handle = open(self.path, "a+")
@@ -240,6 +270,17 @@ class RunLock:
                 f"run {self.path.parent} is in use by another training process (pid {holder}); "
                 f"wait for it to finish, or choose another --name"
             ) from None
+        try:
+            if not _same_file(handle, self.path):  # removed (a failed start's cleanup) while we opened it
+                raise LmprobeError(f"run directory {self.path.parent} was removed while this process took it; "
+                                   f"run the command again")
+            if check is not None:
+                check(self.path.parent)
+        except BaseException:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+            raise
+        remove_stale_temporaries(self.path.parent)  # only the lock holder writes there: a dead writer's
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -254,3 +295,10 @@ class RunLock:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
