@@ -106,6 +106,18 @@ def test_a_killed_start_is_still_reused(tiny_config, tmp_path, one_thread):
     assert not list(half.glob(".*.tmp-*"))
 
 
+# ----------------------------------------------------------------------------- a change the state cannot take
+def test_a_config_change_the_saved_state_cannot_take_writes_nothing(tiny_run, tmp_path, capsys, one_thread):
+    run = _copy(tiny_run, tmp_path)
+    config = (run / "config.yaml").read_bytes()
+    err = _fails(["--resume", str(run), "--no-progress", "--allow-config-change", "optim.weight_decay=0.1"], capsys)
+    assert "does not fit this run" in err
+    assert (run / "config.yaml").read_bytes() == config
+    assert not (run / "config_changes.jsonl").exists()
+    assert main(["--resume", str(run), "--no-progress"]) == 0  # what the refusal suggests works
+    assert _records(run) == _records(tiny_run)
+
+
 # ----------------------------------------------------------------------------- a full disk, a file-size limit
 @contextlib.contextmanager
 def _file_size_limit(limit: int):

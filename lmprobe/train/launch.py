@@ -17,8 +17,7 @@ from pathlib import Path
 from lmprobe.domain import Domain, get_domain
 from lmprobe.errors import LmprobeError, OneLineArgumentParser, first_line, one_line_warnings, os_error_message
 from lmprobe.train.rundir import (
-    CONFIG_FILE, RunLock, RunRequest, claim_start, is_unfinished_start, record_config_change,
-    resolve_run,
+    CONFIG_FILE, RunLock, RunRequest, accept_config_change, claim_start, is_unfinished_start, resolve_run,
     save_config_atomic, timestamp, write_atomic,
 )
 
@@ -191,10 +190,6 @@ def train(domain: Domain, cfg, run_dir: Path, resume: bool, accelerator, console
         if accelerator.is_main_process:
             if not resume:
                 write_run_files(task, cfg, run_dir, hessian)
-            elif changed:
-                save_config_atomic(cfg, run_dir / CONFIG_FILE)
-                found = list_checkpoints(run_dir)
-                record_config_change(run_dir, changed, found[-1][0] if found else None)
             record_launch(run_dir, accelerator, resume, cfg)
         accelerator.wait_for_everyone()
         if trackers_of(cfg):
@@ -202,6 +197,8 @@ def train(domain: Domain, cfg, run_dir: Path, resume: bool, accelerator, console
         trainer = Trainer(task, LoopConfig(cfg.optim, cfg.train, cfg.trace, cfg.sharpness), run_dir,
                           accelerator, console, show_progress=show_progress)
         trainer.run_config = to_dict(cfg)
+        if changed:  # written once the resume has loaded its state: a change it cannot take is never recorded
+            trainer.on_resumed = lambda step: accept_config_change(cfg, run_dir, changed, step)
         if cfg.sharpness.every:
             from lmprobe.train.sharpness_hook import sharpness_hook
 

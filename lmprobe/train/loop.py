@@ -74,6 +74,9 @@ class Trainer:
         self.run_config: dict[str, Any] | None = None
         #: the latest logged metrics (the model card's figures; fit() returns them)
         self.last: dict[str, Any] = {}
+        #: called on the main process once a resume has loaded its checkpoint and state (with the step
+        #: resumed from, None without a checkpoint): a config change is recorded only when it can run
+        self.on_resumed: Callable[[int | None], None] | None = None
 
     # ------------------------------------------------------------------ setup / resume
     def _build(self, resume: bool) -> int:
@@ -102,6 +105,8 @@ class Trainer:
                     self.run_dir / "trace", self.task.probe.n_examples, self.cfg.trace.dtype
                 )
                 self.trace_writer.truncate_before(start_step)
+        if resume and self.on_resumed is not None and self.acc.is_main_process:
+            self.on_resumed(start_step if found is not None else None)
         return start_step
 
     def _restore(self, ckpt: Path, state: dict[str, Any], step: int) -> None:

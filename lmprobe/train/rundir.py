@@ -193,6 +193,14 @@ def claim_start(run_dir: Path) -> None:
     write_atomic(run_dir / START_FILE, json.dumps(token) + "\n")
 
 
+def accept_config_change(config: Any, run_dir: Path, changed: dict[str, tuple[Any, Any]], step: int | None) -> None:
+    """A resume with --allow-config-change that has loaded its state: only now config.yaml takes the
+    new values and config_changes.jsonl records them (a change the saved state cannot take is
+    refused before either is written, so the plain --resume still works)."""
+    save_config_atomic(config, run_dir / CONFIG_FILE)
+    record_config_change(run_dir, changed, step)
+
+
 def _find_run_to_resume(cls: type, request: RunRequest) -> Path:
     if request.resume:
         run_dir = Path(request.resume)
