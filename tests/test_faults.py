@@ -284,3 +284,20 @@ def test_a_commit_follows_the_umask(tmp_path):
     assert oct((final / "lmprobe.json").stat().st_mode & 0o777) == oct(0o640)
 
 
+# ----------------------------------------------------------------------------- analysis needs only the weights
+@pytest.mark.parametrize("damage", ["optimizer", "rng"])
+def test_sharpness_of_a_run_whose_training_state_is_damaged_uses_the_weights(damage, tiny_run, tmp_path, capsys,
+                                                                            one_thread):
+    from lmprobe.cli import main as lmprobe_main
+
+    run = _copy(tiny_run, tmp_path)
+    resume = run / "checkpoints" / LAST / "resume"
+    if damage == "optimizer":
+        (resume / "optimizer.bin").write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        (resume / "random_states_0.pkl").unlink()
+    with pytest.warns(UserWarning, match=f"the training state of {run / 'checkpoints' / LAST} is unreadable") as seen:
+        assert lmprobe_main(["sharpness", str(run), "--json", "--max-iter", "20"]) == 0
+    assert len(seen) == 1 and "\n" not in str(seen[0].message)
+    out, err = capsys.readouterr()
+    assert f'"checkpoint": "{run / "checkpoints" / LAST}"' in out and "error" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from torch import nn
@@ -29,7 +30,16 @@ def restore_optimizer(view, model: nn.Module) -> tuple[Any, float | None]:
     if not has_training_state(view.checkpoint):
         return None, lr
     optimizer = build_optimizer(model, run_optim_config(view.run_dir))
-    saved = load_training_state(view.checkpoint)["optimizer"]
+    try:
+        saved = load_training_state(view.checkpoint)["optimizer"]
+    except LmprobeError as err:  # analysis needs the Hub folder; a damaged resume/ state only loses the optimizer
+        import warnings
+
+        reason = str(err).split("; it cannot be resumed from")[0].replace(f"{view.checkpoint}{os.sep}", "")
+        warnings.warn(f"the training state of {view.checkpoint} is unreadable ({reason}); the weights are "
+                      f"used without the optimizer state (no Adam preconditioner; lookahead steps are plain SGD)",
+                      stacklevel=2)
+        return None, lr
     if saved is None:
         raise LmprobeError(f"the optimizer state in {view.checkpoint} is sharded (FSDP) and cannot be read by "
                            "one process; this measurement needs a checkpoint of an unsharded run")
