@@ -15,6 +15,12 @@ What `mine(...)` returns (`MiningResult`):
   members and mean loss per record; groups below `min_size` are dropped;
 * pairs — opposing pairs: groups agreeing on every key but "target" whose per-interval mean
   loss changes are significantly anti-correlated once the global trend is regressed out;
+  also one-vs-rest pairs (a target against every other example sharing its feature, the
+  paper's "sky: planes vs non-planes"), reported when stronger than every pair they subsume;
+  tested over the whole window and over sliding windows (`windows`), each pair saying where;
+* complexity — with a ladder of groupings (target < feature-target < feature2-feature-target),
+  per window of training the share of the strongest pairs' strength each grouping explains,
+  the complexity index (strength-weighted mean order) and its Kendall trend;
 * clusters — beyond the paper: k-means on the detrended change trajectories of the top
   movers, each cluster described by its significantly enriched key values (hypergeometric p,
   Bonferroni-adjusted) and the key kinds that dominate it, plus opposing cluster pairs;
@@ -45,8 +51,9 @@ Significance: r = correlation of the standardised residuals (reported as `corr`)
 z = atanh(r) * sqrt((n - 4) / v), n = intervals, v = Bartlett's variance factor
 1 + 2 * sum_k acf_a(k) acf_b(k) (>= 1), which corrects for autocorrelated changes (i.i.d.
 noise in recorded losses gives lag-1 autocorrelation -0.5 in their changes). A pair is kept
-when z < Phi^-1(alpha / n_tested) (one-sided, Bonferroni over every candidate pair), so pure
-noise yields no pair with probability about 1 - alpha. Groups need >= min_size members and the
+when z < Phi^-1(alpha / n_tested) (one-sided, Bonferroni over every candidate pair and
+one-vs-rest candidate; with sliding windows, half of alpha for the whole window and half
+split over the windows), so pure noise yields no pair with probability about 1 - alpha. Groups need >= min_size members and the
 window >= 8 intervals. Cluster pairs use the same rule on intervals held out from k-means.
 
 Calibration, measured on synthetic nulls (25 traces of 60 x 5000 per noise model: i.i.d.,
@@ -78,9 +85,10 @@ from lmprobe.mining.result import MiningResult
 from lmprobe.mining.stats import regress_out
 from lmprobe.mining.stream import TraceScan, scan_trace
 from lmprobe.mining.transient import WindowChoice, choose_window
+from lmprobe.mining.windows import Complexity
 
 __all__ = [
-    "Cluster", "ClusterPair", "Clusters", "Dominance", "Enrichment", "Group", "GroupIndex", "Histogram",
+    "Cluster", "ClusterPair", "Clusters", "Complexity", "Dominance", "Enrichment", "Group", "GroupIndex", "Histogram",
     "MiningResult", "Movers", "OpposingPair", "PairTest", "Swing", "TraceScan", "TraceWindow",
     "cluster_movers", "find_movers", "find_opposing_pairs", "group_examples", "mine", "parse_by",
     "WindowChoice", "choose_window", "regress_out", "scan_trace", "select_window", "validate_keys",
