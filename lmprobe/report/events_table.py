@@ -172,7 +172,10 @@ def _side_cell(side) -> Text:
 
 def lag_profile_text(found) -> str:
     """'lag profile (spike - crest, steps): +0 x2, +3 x1; 3 of 4 spikes aligned; 3 of 5 instabilities followed'."""
-    lags = ", ".join(f"{lag:+d} x{count}" for lag, count in sorted(found.lag_profile.items())) or "none"
+    profile = sorted(found.lag_profile.items())
+    lags = ", ".join(f"{lag:+d} x{count}" for lag, count in profile) or "none"
+    if len(profile) > 12:  # e.g. a group loss that oscillates every step: --json has every lag
+        lags = f"{len(profile)} lags from {profile[0][0]:+d} to {profile[-1][0]:+d}"
     return (f"lag profile (spike - crest sample, steps): {lags}; {found.aligned} of {found.n_spikes} spikes within"
             f" [-{found.window.before}, +{found.window.after}] steps of a crest; {found.followed} of"
             f" {len(found.instabilities)} instabilities followed by a spike")
