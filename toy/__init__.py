@@ -1,0 +1,1 @@
+"""Toy problems with planted opposing signals, trained and analysed through lmprobe's domain seam."""
