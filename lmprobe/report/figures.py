@@ -46,9 +46,10 @@ def training_curves(metrics: Sequence[dict[str, Any]], path: str | Path) -> Path
 
 
 def opposing_pairs(result: MiningResult, label: Callable[[int], str], path: str | Path, top: int = 4) -> Path:
-    """Mean loss of each group of the top pairs over the recorded steps, with the global mean."""
+    """Mean loss of each group of the top pairs over the recorded steps, with the global mean
+    (pairs of two groups only: a one-vs-rest pair's rest is no group of the result)."""
     plt = _pyplot()
-    pairs = result.pairs[:top]
+    pairs = [p for p in result.pairs if not p.is_one_vs_rest][:top]
     n = max(1, len(pairs))
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)
     steps = np.asarray(result.steps)
