@@ -245,10 +245,8 @@ def accelerator_type() -> str | None:
     """The accelerator torch would use here ("cuda", "xpu", "mps"), or None on a CPU-only process."""
     import torch
 
-    from accelerate.utils import parse_flag_from_env
-
-    if parse_flag_from_env("ACCELERATE_USE_CPU"):
-        return None
+    if os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "y", "yes", "t", "true", "on"):
+        return None  # as Accelerate reads the flag (`accelerate launch --cpu`), without importing it
     if torch.cuda.is_available():
         return "cuda"
     xpu = getattr(torch, "xpu", None)
