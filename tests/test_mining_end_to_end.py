@@ -58,3 +58,26 @@ def test_default_mining_recovers_every_planted_pair(planted_run, capsys):
             assert 2.0 <= pair["size_a"] / pair["size_b"] <= 5.0
     strengths = [p["strength"] for p in data["pairs"]]
     assert strengths == sorted(strengths, reverse=True)
+
+
+def test_the_whole_run_with_its_collapse_still_yields_every_planted_pair(planted_run, capsys):
+    """`--steps 0:` keeps the initial collapse in, where the planted pairs are not learned yet:
+    with the sliding windows (and half of alpha for the whole window) every planted pair is
+    still reported, each with the window fields (measured: all five in the whole window)."""
+    from lmprobe.cli import main
+
+    assert main(["mine", "--checkpoint", str(planted_run), "--steps", "0:", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["window"][0] == 0 and data["pair_test"]["n_windows"] > 1
+
+    def words(pair):
+        return {e["target"].strip() for e in pair["examples_a"] + pair["examples_b"]}
+
+    planted = [{p.first, p.second} for p in PAIRS]
+    reported = [words(p) for p in data["pairs"] if p["kind"] == "pair"]
+    assert all(pair in reported for pair in planted), reported
+    for pair in data["pairs"]:
+        assert "window" in pair and "windows" in pair and "window_label" in pair
+        if pair["window"] is not None:
+            assert pair["window"][0] >= 0 and pair["window"][1] > pair["window"][0]
+    assert data["complexity"]["groupings"] == ["target", "feature-target", "feature2-feature-target"]
