@@ -41,8 +41,8 @@ class ToyDataConfig:
     feature_scale: float = 4.0  # the large feature's magnitude (x1, or z for the polynomial)
     feature_fraction: float = 0.2  # fraction of examples carrying it
     agree_fraction: float = 0.5  # opposing: of those, the fraction with y = +1 (the feature agrees with the label)
-    signal: float = 0.1  # opposing: norm of the genuine signal's mean (y * signal along a fixed direction)
-    noise: float = 0.02  # opposing: std of the Gaussian noise on each genuine-signal input
+    signal: float = 0.05  # opposing: norm of the genuine signal's mean (y * signal along a fixed direction)
+    noise: float = 0.05  # opposing: std of the Gaussian noise on each genuine-signal input
     dim: int = 8  # opposing: dimensions of the genuine signal x0
     coefficients: str = "0,-1,0,2"  # polynomial: comma-separated, constant term first (2x^3 - x)
     offset: float = 0.3  # polynomial: the feature points' targets sit this far above / below the curve
