@@ -172,7 +172,7 @@ def test_mine_ranks_the_planted_pair_first(which, request, capsys):
     a, b = planted_groups(run)
     found = {frozenset(groups[top[side]]["members"]) for side in ("group_a", "group_b")}
     assert found == {frozenset(np.flatnonzero(a).tolist()), frozenset(np.flatnonzero(b).tolist())}
-    assert top["corr"] < -0.5 and top["score"] > 0
+    assert top["corr"] < -0.3 and top["score"] > 0  # significant by construction; the whole trace, start included
 
 
 def test_mine_table_describes_toy_examples(linear_run, capsys):

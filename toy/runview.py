@@ -18,7 +18,7 @@ from toy.probe import ToyProbe
 
 class ToyRunView(RunViewBase):
     domain = "toy"
-    domain_groupings = ("feature-target", "target", "feature")
+    domain_groupings = ("feature-target", "target")
 
     @classmethod
     def open_run(cls, located: Located) -> "ToyRunView":
