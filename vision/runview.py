@@ -83,3 +83,14 @@ class VisionRunView(RunViewBase):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return image_loss(model, batch, self.probe.mean, self.probe.std, self.probe.loss_kind)
+
+    def features(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The penultimate layer: the input of the classifier head (the last nn.Linear of every arch:
+        the flattened conv features, ResNet's pooled features, ViT's [CLS] state after its layer norm)."""
+        from lmprobe.analysis.view_base import head_inputs
+        from vision.data import normalize
+        from vision.models import logits
+
+        images = batch["images"]
+        return head_inputs(model, lambda: logits(model, normalize(images, self.probe.mean, self.probe.std)
+                                                 .to(images.device)))

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+from torch import nn
 
 from lmprobe.errors import LmprobeError, first_line
 from lmprobe.run import Located
@@ -105,6 +107,16 @@ class RunViewBase:
     def images(self, indices: Sequence[int]) -> np.ndarray | None:
         return None
 
+    # --- the model's own view of the examples (key-free discovery, lmprobe.discovery) ---------
+    def features(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """[examples in `batch`, d]: the model's representation of each probe example of a probe
+        batch, in probe order (the rows its `probe.losses` would return). A domain overrides it
+        with what its model "sees" (vision: the penultimate layer; text: the last hidden state at
+        the predicted position). Default: the input of the model's last nn.Linear (its readout
+        head), captured while the probe's own losses run, so any domain whose model ends in a
+        linear head has one."""
+        return head_inputs(model, lambda: self.probe.losses(model, batch))
+
     def sample(self) -> TrainSample:
         if self._sample is None:
             self._sample = read_train_sample(self.run_dir / "probe")
@@ -115,3 +127,36 @@ class RunViewBase:
 
     def train_batches(self, n_batches: int, batch_size: int) -> list[Batch]:
         return rebatch(self.sample().lookahead, n_batches, batch_size, "lookahead")
+
+
+def last_linear(model: nn.Module) -> nn.Module:
+    """The model's last registered nn.Linear: its readout head in every model lmprobe builds."""
+    found = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            found = module
+    if found is None:
+        raise LmprobeError(f"{type(model).__name__} has no nn.Linear head whose input could serve as its "
+                           f"representation; its domain must provide a `features` hook")
+    return found
+
+
+@torch.no_grad()
+def head_inputs(model: nn.Module, run: Callable[[], Any], head: nn.Module | None = None) -> torch.Tensor:
+    """[rows, d] float32: every input row fed to `head` (default: the last nn.Linear) while `run()`
+    runs, concatenated in call order (a head applied in slabs is called several times)."""
+    head = head or last_linear(model)
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, inputs):
+        seen.append(inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float())
+
+    handle = head.register_forward_pre_hook(hook)
+    try:
+        run()
+    finally:
+        handle.remove()
+    if not seen:
+        raise LmprobeError(f"the head {type(head).__name__} never ran on the probe batch; the domain must provide "
+                           f"a `features` hook")
+    return torch.cat(seen)

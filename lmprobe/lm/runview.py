@@ -90,6 +90,14 @@ class LMRunView(RunViewBase):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return lm_loss(model, batch)
 
+    def features(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The last hidden state (after the final layer norm) at each probe position: what the output
+        head reads to predict the target. The head itself is skipped, so this pass costs less than
+        a probe evaluation."""
+        with torch.no_grad():
+            hidden = model.base_model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state[:, :-1]
+        return hidden[batch["mask"].to(hidden.device)].float()
+
 
 def load_tokenizer_from(folder: str | Path):
     from transformers import AutoTokenizer
