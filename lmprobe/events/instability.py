@@ -80,12 +80,14 @@ class Instability:
     crest_step: int  # the step of the crest sample
     crest_ratio: float  # sharpness / threshold there
     fall_step: int  # the first later sample that shows the fall
-    fall_ratio: float  # the lowest ratio within FALL_SAMPLES samples after the crest
+    fall_ratio: float  # the ratio at that sample
     sample: int  # index of the crest among the sharpness samples
+    lowest_ratio: float = float("nan")  # the lowest ratio within FALL_SAMPLES samples after the crest
 
     def to_dict(self) -> dict[str, Any]:
         return {"crest_step": int(self.crest_step), "crest_ratio": float(self.crest_ratio),
-                "fall_step": int(self.fall_step), "fall_ratio": float(self.fall_ratio), "sample": int(self.sample)}
+                "fall_step": int(self.fall_step), "fall_ratio": float(self.fall_ratio), "sample": int(self.sample),
+                "lowest_ratio": float(self.lowest_ratio)}
 
 
 @dataclass
@@ -211,7 +213,7 @@ def find_instabilities(sharpness_steps: Any, sharpness: Any, threshold: Any, *, 
         fell = np.flatnonzero(after <= (1.0 - fall_fraction) * r)
         if fell.size:
             found.append(Instability(int(steps[j]), float(r), int(steps[j + 1 + fell[0]]),
-                                     float(np.nanmin(after)), j))
+                                     float(after[fell[0]]), j, float(np.nanmin(after))))
     return found
 
 

@@ -187,7 +187,7 @@ def instability_table(found, key_label: KeyLabel | None = None) -> Table:
     difference with its Welch 95% interval, opposite directions or not)."""
     table = Table(title="Instabilities of the sharpness (crest, then fall) and what moved at each",
                   caption=found.rule, show_lines=True)
-    for name, justify in (("crest step", "right"), ("crest / thr", "right"), ("fall to (step)", "right"),
+    for name, justify in (("crest step", "right"), ("crest / thr", "right"), ("fall seen", "right"),
                           ("spike lags", "left"), ("interval", "right"),
                           ("sharp direction: +v / -v\ndiff [95% CI]", "right"),
                           (f"top pair: {_pair_label(found.pair, key_label)}\ndiff [95% CI]", "right")):
@@ -196,7 +196,7 @@ def instability_table(found, key_label: KeyLabel | None = None) -> Table:
         inst = row.instability
         sides = {s.what == "sharp direction": s for s in row.sides}
         span = row.sides[0] if row.sides else None
-        table.add_row(str(inst.crest_step), f"{inst.crest_ratio:.3g}", f"{inst.fall_ratio:.3g} ({inst.fall_step})",
+        table.add_row(str(inst.crest_step), f"{inst.crest_ratio:.3g}", f"{inst.fall_ratio:.3g} at {inst.fall_step}",
                       ", ".join(f"{lag:+d}" for lag in row.spike_lags) or "-",
                       f"{span.step_from}→{span.step_to}" if span is not None else "-",
                       _side_cell(sides.get(True)), _side_cell(sides.get(False)))
