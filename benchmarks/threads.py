@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per domain (medians)")
     parser.add_argument("--domains", default="text,vision", help="comma-separated: text, vision")
     parser.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep the run directories in DIR (default: a temporary folder, removed)")
     args = parser.parse_args()
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     for domain in domains:
@@ -79,7 +81,7 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict]] = {}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
+        out = args.keep or Path(tmp)
         for domain in domains:
             run_once(domain, out, f"{domain}-warmup", ["train.steps=1"])
             for r in range(args.rounds):
