@@ -267,9 +267,9 @@ def test_nesting_rule():
 def test_the_mine_command_ladder():
     from lmprobe.commands.mine import complexity_ladder
 
-    text_keys = {"target": 0, "feature": 0, "feature2": 0, "align": 0}
-    assert complexity_ladder(("feature-target", "target", "feature2-feature-target", "align-target", "cluster"),
-                             text_keys) == list(LADDER)
+    text_keys = {"target": 0, "feature": 0, "feature2": 0, "align": 0, "repr": 0}
+    assert complexity_ladder(("feature-target", "target", "feature2-feature-target", "align-target", "cluster",
+                              "repr", "repr-target"), text_keys) == list(LADDER)
     vision_keys = {"target": 0, "feature": 0, "border": 0}
     assert complexity_ladder(("feature-target", "border-target", "target"), vision_keys) == [
         "target", "feature-target", "border-target", "feature-border-target"]

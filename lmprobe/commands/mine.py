@@ -76,9 +76,10 @@ def run(args: argparse.Namespace, console) -> int:
 
 def complexity_ladder(groupings, keys) -> list[str]:
     """Groupings whose complexity over training is measured, coarse to fine: the domain's
-    keyed groupings (not align or cluster) by their number of keys; when several share the
+    keyed groupings of data keys (not align, repr, sharp or cluster) by their number of keys; when several share the
     finest order (vision's colour keys with the target), their union is added as the finest."""
-    plain = [g for g in groupings if g != "cluster" and "align" not in g.split("-")
+    derived = {"align", "repr", "sharp"}  # keys measured from a model, not of the data: not on the ladder
+    plain = [g for g in groupings if g != "cluster" and not derived & set(g.split("-"))
              and all(part in keys for part in g.split("-"))]
     plain.sort(key=lambda g: len(g.split("-")))
     if not plain:
