@@ -25,7 +25,8 @@ class ClusterInfo:
 
     def to_dict(self, key_label: Callable[[str, int], str]) -> dict[str, Any]:
         return {"id": self.id, "size": self.size, "examples": self.examples,
-                "enriched": [dict(e.to_dict(), key=name, label=key_label(name, e.value)) for name, e in self.enriched]}
+                "enriched": [dict(e.to_dict(), key=name, label=named(name, e.value, key_label))
+                             for name, e in self.enriched]}
 
 
 def describe_clusters(labels: np.ndarray, keys: Mapping[str, np.ndarray], typical: Callable[[int, int], np.ndarray],
@@ -47,12 +48,18 @@ def describe_clusters(labels: np.ndarray, keys: Mapping[str, np.ndarray], typica
     return out
 
 
+def named(name: str, value: int, key_label: Callable[[str, int], str]) -> str:
+    """A key value with its key's name unless the label already says it: "feature=␣of", "top=blue", "[␣the]"."""
+    label = key_label(name, value)
+    return label if name == "target" or "=" in label else f"{name}={label}"
+
+
 def short_label(kind: str, info: ClusterInfo | None, cluster: int, key_label: Callable[[str, int], str]) -> str:
     """"repr 3 (airplane 84%)": the cluster and its most significant enrichment."""
     if info is None or not info.enriched:
         return f"{kind} {cluster}"
     name, e = info.enriched[0]
-    return f"{kind} {cluster} ({key_label(name, e.value)} {e.share:.0%})"
+    return f"{kind} {cluster} ({named(name, e.value, key_label)} {e.share:.0%})"
 
 
 def clusters_table(kind: str, title: str, infos: list[ClusterInfo], describe, key_label, *, contexts: bool):
@@ -65,7 +72,7 @@ def clusters_table(kind: str, title: str, infos: list[ClusterInfo], describe, ke
     table.add_column("enriched in (share of cluster, enrichment, Bonferroni p)")
     table.add_column("typical members")
     for info in infos:
-        enriched = "\n".join(f"{key_label(name, e.value)}: {e.share:.0%}, x{e.enrichment:.1f}, p {e.p_adjusted:.1e}"
+        enriched = "\n".join(f"{named(name, e.value, key_label)}: {e.share:.0%}, x{e.enrichment:.1f}, p {e.p_adjusted:.1e}"
                              for name, e in info.enriched) or "nothing significant"
         shown = Text()
         for i in info.examples[: 3 if contexts else EXAMPLES]:
