@@ -116,7 +116,7 @@ class ToyProbe:
 
 
 class ToyView(RunViewBase):
-    domain = "toy"
+    domain = "plugin"
     domain_groupings = ("target",)
 
     def describe(self, index):
@@ -139,11 +139,11 @@ def test_a_third_party_domain_plugs_in_without_editing_lmprobe(tmp_path, capsys)
     from lmprobe.train.checkpoint import save_checkpoint
     from lmprobe.train.train_sample import write_train_sample
 
-    register_domain(Domain("toy", dict, dict, lambda located: ToyView(located, located.analysed_checkpoint(), ToyProbe()),
+    register_domain(Domain("plugin", dict, dict, lambda located: ToyView(located, located.analysed_checkpoint(), ToyProbe()),
                            lambda ckpt, data: None))
     run = tmp_path / "toy-run"
     (run / "probe").mkdir(parents=True)
-    (run / "config.yaml").write_text("domain: toy\noptim: {name: gd, lr: 0.1}\n")
+    (run / "config.yaml").write_text("domain: plugin\noptim: {name: gd, lr: 0.1}\n")
     model = torch.nn.Linear(1, 1)
     torch.nn.init.constant_(model.weight, 0.5)
 
@@ -151,7 +151,7 @@ def test_a_third_party_domain_plugs_in_without_editing_lmprobe(tmp_path, capsys)
         torch.save(model.state_dict(), folder / "weights.pt")
         (folder / "config.json").write_text("{}")
 
-    save_checkpoint(run, 1, write, info={"domain": "toy", "lr": 0.1})
+    save_checkpoint(run, 1, write, info={"domain": "plugin", "lr": 0.1})
     write_train_sample(run / "probe", [{"x": ToyProbe.x, "y": ToyProbe.y}], [])
     assert lmprobe_main(["sharpness", str(run), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
