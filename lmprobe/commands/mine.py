@@ -25,8 +25,10 @@ def add_parser(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
     add_path_arguments(p)
     p.add_argument("--by", help="grouping: key names joined by '-' (text: feature-target, target, "
-                                "feature2-feature-target; vision: feature-target, target, ...), or 'cluster'; "
-                                "default: the domain's first grouping")
+                                "feature2-feature-target; vision: feature-target, target, ...), 'cluster' (loss "
+                                "trajectories), 'repr' / 'repr-target' (the model's own features), 'sharp' / "
+                                "'sharp-target' (slopes along the top Hessian eigenvectors); default: the domain's "
+                                "first grouping")
     p.add_argument("--top", type=positive, default=10, help="pairs (and movers) to show")
     p.add_argument("--steps", metavar="A:B", help="only records with A <= step <= B")
     p.add_argument("--min-size", type=positive, default=5, help="smallest group considered")
