@@ -58,6 +58,7 @@ import numpy as np
 
 from lmprobe.errors import LmprobeError
 from lmprobe.events.coincidence import Coincidence, coincidence, steps_to_grid
+from lmprobe.events.spikes import quiet_nan_warnings
 
 CREST_RATIO = 1.0  # r0: a crest is a sample with sharpness / threshold >= r0 that is a local max ...
 FALL_FRACTION = 0.10  # f: ... followed by a fall to <= (1 - f) x its ratio ...
@@ -284,7 +285,7 @@ def spike_triggered_average(spike_steps: Sequence[int], grid: Any, sharpness_ste
         where = grid[positions][..., None] + lags  # steps, [shifts, spikes, lags]
         values = np.interp(where, steps, ratio)
         values[(where < steps[0]) | (where > steps[-1])] = np.nan
-        with np.errstate(all="ignore"), _quiet():
+        with np.errstate(all="ignore"), quiet_nan_warnings():
             return np.nanmean(values, axis=-2)
 
     shifts = np.arange(grid.size)
@@ -292,7 +293,7 @@ def spike_triggered_average(spike_steps: Sequence[int], grid: Any, sharpness_ste
         shifts = np.unique(np.linspace(0, grid.size - 1, max(2, MAX_STA_CELLS // (at.size * lags.size))).astype(int))
     positions = (at[None, :] + shifts[:, None]) % grid.size
     null = profile(positions)
-    with _quiet():
+    with quiet_nan_warnings():
         low, high = np.nanpercentile(null, STA_BAND, axis=0)
     return TriggeredAverage(lags, null[0], low, high, int(at.size))
 
@@ -409,17 +410,3 @@ def analyse_instabilities(spikes: Sequence[Any], grid: Any, sharpness_steps: Any
          for i in instabilities]
     return InstabilityReport(RULE_TEXT, window, rows, len(inside), len(aligned),
                              sum(1 for r in rows if r.spike_lags), profile, test, sta, notes)
-
-
-class _quiet:
-    """Silence numpy's empty-slice warnings (lags past the sampled range)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._catch.__exit__(*exc)

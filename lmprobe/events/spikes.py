@@ -102,7 +102,7 @@ def robust_z(values: np.ndarray, window: int = 50, min_history: int = MIN_HISTOR
     """
     windows = trailing_windows(values, window)
     count = np.isfinite(windows).sum(axis=1)
-    with np.errstate(all="ignore"), _quiet():
+    with np.errstate(all="ignore"), quiet_nan_warnings():
         if detrend and window >= 4:
             half = window // 2
             slope = (np.nanmedian(windows[:, window - half:], axis=1)
@@ -159,7 +159,7 @@ def score_series(values: Any, steps: Any | None = None, *, detector: str = "mad"
             score = (values - baseline) / np.maximum(std, 1e-12 * (1.0 + np.abs(baseline)))
     else:
         windows = trailing_windows(values, window)
-        with np.errstate(all="ignore"), _quiet():
+        with np.errstate(all="ignore"), quiet_nan_warnings():
             baseline = np.nanmedian(windows, axis=1)
             score = values / baseline
         baseline[np.isfinite(windows).sum(axis=1) < min_history] = np.nan
@@ -219,8 +219,8 @@ def grad_norm_spike_score(metrics: list[dict[str, Any]], *, z: float = 7.0, wind
     return spike_score(values, z=z, window=window) if values.size else float("nan")
 
 
-class _quiet:
-    """Silence numpy's 'All-NaN slice' warnings for the start of a series."""
+class quiet_nan_warnings:
+    """Silence numpy's 'All-NaN slice' / 'Mean of empty slice' warnings (series starts, lags past the data)."""
 
     def __enter__(self):
         import warnings
