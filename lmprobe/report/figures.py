@@ -63,7 +63,10 @@ def opposing_pairs(result: MiningResult, label: Callable[[int], str], path: str 
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     if not pairs:
-        axes[0, 0].text(0.5, 0.5, "no significant opposing pair", ha="center", va="center")
+        n_rest = sum(1 for p in result.pairs if p.is_one_vs_rest)
+        message = (f"no pair of two groups to draw:\n{n_rest} one-vs-rest pair(s), see lmprobe mine" if n_rest
+                   else "no significant opposing pair")
+        axes[0, 0].text(0.5, 0.5, message, ha="center", va="center")
     axes[0, 0].set_ylabel("mean loss (nats)")
     fig.tight_layout()
     return _save(fig, path)
