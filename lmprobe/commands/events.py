@@ -74,10 +74,31 @@ def run(args: argparse.Namespace, console) -> int:
                            "metrics.jsonl (the folder cli/train_*.py wrote)")
     if args.replay is not None:
         return replay(args, view, console)
+    from lmprobe.report.events_table import events_json_text, render_events
+
+    report, trace, metrics = compute_events(view, by=args.by, detector=args.detector, series=args.series, z=args.z,
+                                            top=args.top, window=parse_steps(args.steps), min_size=args.min_size)
+    run_dir = view.run_dir
+    label = view.key_label
+    if args.json:
+        for note in report.notes:
+            warn(note)
+        print(events_json_text(report, view.describe, indent=1))
+    else:
+        console.print(f"[bold]{run_dir}[/]: {trace.n_records} trace records x {trace.n_examples:,} probe examples, "
+                      f"{len(metrics or [])} logged steps", highlight=False, soft_wrap=True)
+        render_events(report, view.describe, label, console=console, by=report.by[0])
+    return 0
+
+
+def compute_events(view, *, by=None, detector: str = "mad", series: str = "loss", z: float | None = None,
+                   top: int = 5, window=None, min_size: int = 5):
+    """The events report of a run directory, as `lmprobe events` prints it (shared with `lmprobe
+    plot`, so a figure shows the same spikes, instabilities and pairs): (report, trace, metrics)."""
     from lmprobe.analysis.losses import check_trace_fits
     from lmprobe.events import find_events
-    from lmprobe.report.events_table import events_json_text, render_events
     from lmprobe.trace import has_trace, read_trace
+    from lmprobe.train.alignment import has_alignment, read_alignment
     from lmprobe.train.metrics_log import read_metrics
 
     run_dir = view.run_dir
@@ -93,28 +114,17 @@ def run(args: argparse.Namespace, console) -> int:
     if trace.incomplete:
         warn("the trace ends in a partial row (a run cut short); it was left out")
     keys = view.keys()
-    by = args.by or usable_groupings(view, keys)
-    series = args.series if metrics is not None else "probe"
+    by = by or usable_groupings(view, keys)
+    series = series if metrics is not None else "probe"
     alignment = None
-    from lmprobe.train.alignment import has_alignment, read_alignment
-
     if has_alignment(run_dir):
         recorded = read_alignment(run_dir)
         if recorded.n_records and recorded.n_examples == trace.n_examples:
             alignment = (recorded.steps, recorded.losses)
-    report = find_events(metrics, trace.losses, trace.steps, keys, by=by, detector=args.detector, series=series,
-                         z=args.z, n_probe_events=args.top, top_groups=args.top, n_pairs=args.top,
-                         window=parse_steps(args.steps), min_size=args.min_size, alignment=alignment)
-    label = view.key_label
-    if args.json:
-        for note in report.notes:
-            warn(note)
-        print(events_json_text(report, view.describe, indent=1))
-    else:
-        console.print(f"[bold]{run_dir}[/]: {trace.n_records} trace records x {trace.n_examples:,} probe examples, "
-                      f"{len(metrics or [])} logged steps", highlight=False, soft_wrap=True)
-        render_events(report, view.describe, label, console=console, by=report.by[0])
-    return 0
+    report = find_events(metrics, trace.losses, trace.steps, keys, by=by, detector=detector, series=series,
+                         z=z, n_probe_events=top, top_groups=top, n_pairs=top, window=window, min_size=min_size,
+                         alignment=alignment)
+    return report, trace, metrics
 
 
 def replay(args: argparse.Namespace, view, console) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from lmprobe.errors import LmprobeError
+
 from lmprobe.discovery.command import add_arguments as add_discovery_arguments
 from lmprobe.discovery.command import prepare as prepare_discovery
 
@@ -39,6 +41,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lookahead", type=positive, default=16, help="lookahead steps for a lone checkpoint")
     p.add_argument("--lr", type=positive_float, default=None, help="lookahead learning rate (default: the run's)")
     p.add_argument("--seed", type=non_negative, default=0, help="seed of the lookahead replay and the miner")
+    p.add_argument("--log", action="store_true",
+                   help="also send the top pairs as a table to the run's TensorBoard log (train.report_to=tensorboard)")
     add_discovery_arguments(p)  # key-free discovery: --by repr, repr-target, sharp, sharp-target (lmprobe.discovery)
     p.set_defaults(run=run)
 
@@ -51,6 +55,12 @@ def run(args: argparse.Namespace, console) -> int:
     window = parse_steps(args.steps)
     check_output_file(args.csv, "--csv", "pairs.csv")
     view = open_path(args, args.data)
+    if args.log:
+        from lmprobe.report.tensorboard_images import tracker_dir
+
+        if view.run_dir is None:
+            raise LmprobeError("--log needs a run directory with a TensorBoard log, not a lone checkpoint")
+        tracker_dir(view.run_dir)  # one line now, not after the mining
     matrix = load_losses(view, neighbours=args.neighbours, lookahead=args.lookahead, lr=args.lr,
                          seed=args.seed, progress=stderr_progress)
     for message in matrix.warnings:
@@ -73,7 +83,21 @@ def run(args: argparse.Namespace, console) -> int:
                       f"probe examples", highlight=False, soft_wrap=True)
         render(result, view.describe, view.key_label, console=console, max_pairs=args.top)
     report_written(written, console, to_stderr=args.json)
+    if args.log:
+        log_pairs(view, result, args.top, matrix.steps)
     return 0
+
+
+def log_pairs(view, result, top: int, steps) -> None:
+    """The top pairs as a text table in the run's TensorBoard log (lmprobe/mine/pairs)."""
+    from lmprobe.report.mining_table import side_label, window_text
+    from lmprobe.report.tensorboard_images import log_table
+
+    rows = [(rank, side_label(result, pair, "a", view.key_label), side_label(result, pair, "b", view.key_label),
+             f"{pair.corr:.2f}", f"{pair.strength:.3g}", window_text(pair))
+            for rank, pair in enumerate(result.pairs[:top], start=1)]
+    log_table(view.run_dir, f"lmprobe/mine/pairs-by-{result.by}", ("#", "group 1", "group 2", "corr", "strength", "steps"),
+              rows, step=int(steps[-1]) if len(steps) else 0)
 
 
 def complexity_ladder(groupings, keys) -> list[str]:
@@ -103,7 +127,7 @@ def report_written(paths: list, console, *, to_stderr: bool) -> None:
         target.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
-def write_group_grids(view, result, top: int, out_dir=None) -> list[str]:
+def write_group_grids(view, result, top: int, out_dir=None, formats=()) -> list[str]:
     """For domains with images: one PNG grid per reported pair, beside the run (or checkpoint)."""
     from lmprobe.report.figures import example_grid
     from lmprobe.report.mining_table import side_examples, side_label
@@ -118,5 +142,5 @@ def write_group_grids(view, result, top: int, out_dir=None) -> list[str]:
             members = side_examples(result, pair, side)[:8]
             titles = [view.describe(i)[0] for i in members]
             rows.append((side_label(result, pair, side, view.key_label), view.images(members), titles))
-        written.append(str(example_grid(rows, out_dir / f"pair-{rank:02d}.png")))
+        written.append(str(example_grid(rows, out_dir / f"pair-{rank:02d}.png", formats)))
     return written

@@ -78,7 +78,7 @@ from lmprobe.mining.clusters import Cluster, ClusterPair, Clusters, Dominance, E
 from lmprobe.mining.groups import Group, GroupIndex, group_examples
 from lmprobe.mining.histogram import Histogram
 from lmprobe.mining.inputs import TraceWindow, parse_by, select_window, validate_keys
-from lmprobe.mining.mine import find_movers, mine
+from lmprobe.mining.mine import find_movers, mine, rest_members
 from lmprobe.mining.movers import Movers
 from lmprobe.mining.opposing import OpposingPair, PairTest, Swing, find_opposing_pairs
 from lmprobe.mining.result import MiningResult
@@ -91,5 +91,5 @@ __all__ = [
     "Cluster", "ClusterPair", "Clusters", "Complexity", "Dominance", "Enrichment", "Group", "GroupIndex", "Histogram",
     "MiningResult", "Movers", "OpposingPair", "PairTest", "Swing", "TraceScan", "TraceWindow",
     "cluster_movers", "find_movers", "find_opposing_pairs", "group_examples", "mine", "parse_by",
-    "WindowChoice", "choose_window", "regress_out", "scan_trace", "select_window", "validate_keys",
+    "WindowChoice", "choose_window", "regress_out", "rest_members", "scan_trace", "select_window", "validate_keys",
 ]

@@ -164,6 +164,18 @@ def _describe_rests(pairs, layer: _Layer | None, keys, movement: np.ndarray) -> 
         pair.rest_examples = [int(i) for i in shown[:EXAMPLES_PER_GROUP]]
 
 
+def rest_members(result: MiningResult, pair: Any, keys: Mapping[str, Any]) -> np.ndarray:
+    """A one-vs-rest pair's rest: every kept example sharing group a's feature (every key but the
+    target) whose example is not in group a, as the miner tested it; ascending indices."""
+    group = result.groups[pair.group_a]
+    inside = np.ones(result.n_examples, dtype=bool)
+    for name, value in zip(result.key_names, group.key):
+        if name != TARGET:
+            inside &= np.asarray(keys[name])[: result.n_examples] == value
+    inside[group.members] = False
+    inside[np.asarray(result.skipped, dtype=np.int64)] = False
+    return np.flatnonzero(inside)
+
 def find_movers(
     losses: Any,
     steps: Any,

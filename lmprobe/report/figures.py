@@ -21,7 +21,7 @@ def _pyplot():
     return plt
 
 
-def training_curves(metrics: Sequence[dict[str, Any]], path: str | Path) -> Path:
+def training_curves(metrics: Sequence[dict[str, Any]], path: str | Path, formats: Sequence[str] = ()) -> Path:
     """Loss (train, validation) over steps and, when logged, sharpness beside its threshold."""
     plt = _pyplot()
     has_sharpness = any(m.get("sharpness") is not None for m in metrics)
@@ -40,12 +40,16 @@ def training_curves(metrics: Sequence[dict[str, Any]], path: str | Path) -> Path
         _line(ax, metrics, "preconditioned_threshold", "Adam threshold 38/lr", linestyle="--")
         ax.set_yscale("log")
         ax.set_xlabel("step")
+        ax.set_ylabel("top Hessian eigenvalue")
+        ax.set_title("Sharpness against its stability threshold", fontsize=10)
         ax.legend()
+    axes[0, 0].set_title("Training and validation loss", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, formats)
 
 
-def opposing_pairs(result: MiningResult, label: Callable[[int], str], path: str | Path, top: int = 4) -> Path:
+def opposing_pairs(result: MiningResult, label: Callable[[int], str], path: str | Path, top: int = 4,
+                   formats: Sequence[str] = ()) -> Path:
     """Mean loss of each group of the top pairs over the recorded steps, with the global mean
     (pairs of two groups only: a one-vs-rest pair's rest is no group of the result)."""
     plt = _pyplot()
@@ -69,10 +73,11 @@ def opposing_pairs(result: MiningResult, label: Callable[[int], str], path: str 
         axes[0, 0].text(0.5, 0.5, message, ha="center", va="center")
     axes[0, 0].set_ylabel("mean loss (nats)")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, formats)
 
 
-def example_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: str | Path) -> Path:
+def example_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: str | Path,
+                 formats: Sequence[str] = ()) -> Path:
     """One row of thumbnails per group: (group label, uint8 images [n, H, W, 3], a title per image)."""
     plt = _pyplot()
     n_cols = max(1, max(len(images) for _, images, _ in rows))
@@ -87,7 +92,7 @@ def example_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: st
         axes[r, 0].text(-0.1, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     fig.subplots_adjust(left=0.22)
-    return _save(fig, path)
+    return _save(fig, path, formats)
 
 
 def _line(ax, metrics, key, label, **style) -> None:
@@ -97,9 +102,13 @@ def _line(ax, metrics, key, label, **style) -> None:
         ax.plot(x, y, label=label, **style)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, formats: Sequence[str] = ()) -> Path:
+    """`path`, and the same figure beside it in each other format asked (e.g. svg)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    for fmt in formats:
+        if f".{fmt}" != path.suffix:
+            fig.savefig(path.with_suffix(f".{fmt}"), dpi=120)
     _pyplot().close(fig)
     return path
