@@ -66,7 +66,7 @@ def paper_figure(loss: Series, groups: Sequence[Series], ratio: Series | None, s
     for series in groups:
         ax.plot(series.steps, series.values, linewidth=1.0, label=series.label)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats)")
+    ax.set_ylabel("loss (nats; squared error for MSE runs)")
     handles, labels = ax.get_legend_handles_labels()
     if ratio is not None and len(ratio.steps):
         twin = ax.twinx()
