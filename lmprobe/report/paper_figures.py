@@ -47,7 +47,7 @@ def save(fig, out_dir: Path, name: str, formats: Sequence[str], data: dict[str, 
     paths = []
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")  # no empty margins (the context tables)
         paths.append(path)
     data_path = out_dir / f"{name}.json"
     data_path.write_text(json.dumps({"figure": name, "summary": summary, **data}, indent=1))
@@ -243,7 +243,7 @@ def contexts_figure(rank: int, title: str, sides: Sequence[tuple[str, Sequence[s
     plt = _pyplot()
     depth = max(1, max(len(rows) for _, rows in sides))
     cells = [[(rows[i] if i < len(rows) else "") for _, rows in sides] for i in range(depth)]
-    fig, ax = plt.subplots(figsize=(11, 0.45 * depth + 1.2))
+    fig, ax = plt.subplots(figsize=(11, 0.3 * depth + 0.6))
     ax.axis("off")
     table = ax.table(cellText=cells, colLabels=[label for label, _ in sides], loc="center", cellLoc="left")
     table.auto_set_font_size(False)
