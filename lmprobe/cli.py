@@ -14,12 +14,12 @@ COMMANDS_GROUP = "lmprobe.commands"
 
 def build_parser() -> argparse.ArgumentParser:
     from lmprobe import __version__
-    from lmprobe.commands import events, examples, mine, plot, push, sharpness
+    from lmprobe.commands import claims, events, examples, mine, plot, push, sharpness
 
     parser = OneLineArgumentParser(prog="lmprobe", description="Opposing signals and sharpness in training runs.")
     parser.add_argument("--version", action="version", version=f"lmprobe {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for command in (mine, sharpness, plot, examples, events, push, *plugin_commands()):
+    for command in (mine, sharpness, plot, examples, events, claims, push, *plugin_commands()):
         command.add_parser(subparsers)
     return parser
 
