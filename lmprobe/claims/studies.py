@@ -16,6 +16,7 @@ class Model:
     config: str
     quick: bool  # part of --quick (what runs in a few minutes on a 2-core CPU)
     uses_cifar: bool = False
+    overrides: tuple[str, ...] = ()  # key=value on top of the config
 
 
 MODELS = (
@@ -42,10 +43,10 @@ def cifar_source(data: str | None) -> tuple[str, str | None]:
 def study(models: list[Model], seeds: int, data: str | None) -> tuple[list[RunSpec], list[str]]:
     specs, notes = [], []
     for model in models:
-        overrides: tuple[str, ...] = ()
+        overrides = model.overrides
         if model.uses_cifar:
             source, note = cifar_source(data)
-            overrides = (f"data.source={source}",)
+            overrides += (f"data.source={source}",)
             if note:
                 notes.append(note)
         specs += [RunSpec(model.name, model.script, model.config, overrides, seed) for seed in range(seeds)]

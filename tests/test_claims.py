@@ -1,0 +1,128 @@
+"""`lmprobe claims` on a tiny toy study (2 seeds, 200 steps): every column, intervals equal to
+hand-computed ones, finished runs reused, a killed run resumed, verdict rules that flip with
+their input."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from scipy import stats as scipy_stats
+
+from lmprobe.claims import rules
+from lmprobe.claims.stats import mean_interval
+from lmprobe.claims.studies import Model
+from lmprobe.cli import main as cli_main
+
+TINY = Model("tiny-toy", "linear toy, 200 steps", "cli/train_toy.py", "configs/toy/linear-opposing.yaml",
+             quick=True, overrides=("train.steps=200", "train.checkpoint_every=100", "sharpness.every=5"))
+
+
+def launches(run: Path) -> int:
+    return len((run / "launches.jsonl").read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    import lmprobe.claims.studies as studies
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(studies, "MODELS", (TINY,))
+    out = tmp_path_factory.mktemp("claims")
+    yield out
+    patch.undo()
+
+
+def claims(out: Path, capsys, *more: str):
+    code = cli_main(["claims", "--quick", "--seeds", "2", "--out", str(out), "--no-progress", *more])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out, json.loads((out / "claims.json").read_text())
+
+
+def test_every_claim_gets_every_column_and_the_interval_of_its_seeds(study, capsys):
+    out, data = claims(study, capsys)
+    assert {r["claim"] for r in data["claims"]} == {c.name for c in rules.CLAIMS}
+    for row in data["claims"]:
+        assert set(row) >= {"claim", "title", "model", "statistic", "per_seed", "mean", "low", "high", "n", "rule",
+                            "verdict"}
+        assert row["model"] == "tiny-toy" and len(row["per_seed"]) == 2
+        assert row["verdict"] in (rules.HOLDS, rules.PARTLY, rules.FAILS, rules.NOT_MEASURED)
+        seeds = [v for v in row["per_seed"] if v is not None]
+        if len(seeds) == 2:  # the 95% t interval, by hand
+            mean = sum(seeds) / 2
+            half = scipy_stats.t.ppf(0.975, 1) * scipy_stats.sem(seeds)
+            assert row["mean"] == pytest.approx(mean)
+            if half > 0:
+                assert mean - row["low"] == pytest.approx(half, rel=1e-3)
+                assert row["high"] - mean == pytest.approx(half, rel=1e-3)
+    runs = data["runs"]["tiny-toy"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    sharp = next(r for r in data["claims"] if r["claim"] == "sharpness")
+    assert sharp["per_seed"] == [r["median_ratio_after_crossing"] for r in runs]
+    for name in ("claims.md", "claims.png"):
+        assert (study / name).stat().st_size > 200
+    assert "Claims over 2 seed(s)" in " ".join(out.split())
+    assert [u["verdict"] for u in data["unmeasured"]] == [rules.NOT_MEASURED] * len(rules.UNMEASURED)
+
+
+def test_a_second_call_reuses_the_runs_and_a_killed_run_resumes(study, capsys):
+    claims(study, capsys)
+    seed0, seed1 = study / "tiny-toy-seed0", study / "tiny-toy-seed1"
+    before = launches(seed0), launches(seed1)
+    _, first = claims(study, capsys)
+    assert (launches(seed0), launches(seed1)) == before  # nothing trained again
+    # a run killed after its step-100 checkpoint: the last checkpoint never got written
+    shutil.rmtree(seed1 / "checkpoints" / "step-000200")
+    _, again = claims(study, capsys)
+    assert launches(seed0) == before[0] and launches(seed1) == before[1] + 1
+    resumed = json.loads((seed1 / "launches.jsonl").read_text().splitlines()[-1])
+    assert resumed["resume"] is True and (seed1 / "checkpoints" / "step-000200").is_dir()
+    assert again["runs"] == first["runs"]  # the resumed run ends where the uninterrupted one did
+
+
+def test_only_filters_and_a_bad_name_is_one_line(study, capsys):
+    _, data = claims(study, capsys, "--only", "pairs")
+    assert {r["claim"] for r in data["claims"]} == {"pairs"}
+    code = cli_main(["claims", "--quick", "--out", str(study), "--only", "nosuch"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a model or claim" in err and "\n" not in err.strip()
+
+
+def test_the_t_interval_matches_scipy():
+    values = [0.2, 0.5, 0.9, 0.4]
+    got = mean_interval(values + [None])
+    half = scipy_stats.t.ppf(0.975, 3) * scipy_stats.sem(values)
+    assert (got.n, got.missing) == (4, 1)
+    assert got.mean - got.low == pytest.approx(half, rel=1e-3) and got.high - got.mean == pytest.approx(half, rel=1e-3)
+    assert math.isnan(mean_interval([None]).mean)
+
+
+def seeds(**numbers):
+    keys = list(numbers)
+    return [{k: numbers[k][i] for k in keys} for i in range(len(numbers[keys[0]]))]
+
+
+def verdict(name, planted):
+    claim = next(c for c in rules.CLAIMS if c.name == name)
+    return claim.verdict(planted, mean_interval([s.get(claim.statistic) for s in planted]))
+
+
+@pytest.mark.parametrize("name, holds, fails", [
+    ("sharpness", seeds(sharpness_logged=[True] * 3, crossed=[True] * 3, median_ratio_after_crossing=[1.0, 1.1, 0.95]),
+     seeds(sharpness_logged=[True] * 3, crossed=[False] * 3, median_ratio_after_crossing=[None] * 3)),
+    ("follow", seeds(share_aligned=[1.0, 0.8, 0.7], p_follow=[0.01, 0.02, 0.2]),
+     seeds(share_aligned=[0.1, 0.0, 0.2], p_follow=[0.5, 0.7, 0.4])),
+    ("pairs", seeds(n_pairs=[2, 1, 3], top_pair_corr=[-0.9, -0.6, -0.7]), seeds(n_pairs=[0, 0], top_pair_corr=[None, None])),
+    ("sides", seeds(sides_apart_share=[1.0, 0.5, 1.0]), seeds(sides_apart_share=[0.0, 0.0, 0.0])),
+    ("half", seeds(frac_rose_median=[0.45, 0.5, 0.4]), seeds(frac_rose_median=[0.05, 0.1, 0.08])),
+    ("top1", seeds(top1_share_at_spikes=[0.3, 0.2, 0.25]), seeds(top1_share_at_spikes=[0.01, 0.02, 0.01])),
+    ("complexity", seeds(complexity_tau=[0.8, 0.7, 0.9], complexity_p=[0.01, 0.02, 0.03]),
+     seeds(complexity_tau=[-0.5, -0.2, -0.4], complexity_p=[0.2, 0.5, 0.3])),
+])
+def test_each_rule_flips_with_its_input(name, holds, fails):
+    assert verdict(name, holds) == rules.HOLDS
+    assert verdict(name, fails) == rules.FAILS
