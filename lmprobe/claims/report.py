@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from lmprobe.claims.evaluate import ClaimRow
 from lmprobe.claims.rules import FAILS, HOLDS, PARTLY
 
-COLOURS = {HOLDS: "green", PARTLY: "yellow", FAILS: "red"}
+COLOURS = {HOLDS: "green", PARTLY: "orange", FAILS: "red"}
 FIGURE = "claims.png"
 
 
@@ -55,8 +55,12 @@ def figure(rows: Sequence[ClaimRow], path: Path) -> Path:
 
     plt = _pyplot()
     claims = list(dict.fromkeys(r.claim.name for r in rows))
-    fig, axes = plt.subplots(1, max(1, len(claims)), figsize=(3.2 * max(1, len(claims)), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], claims):
+    n_cols = min(4, max(1, len(claims)))
+    n_rows = -(-max(1, len(claims)) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 3.4 * n_rows), squeeze=False)
+    for ax in axes.flat[len(claims):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, claims):
         mine = [r for r in rows if r.claim.name == name]
         for x, row in enumerate(mine):
             seeds = [v for v in row.per_seed if v is not None]
@@ -70,6 +74,8 @@ def figure(rows: Sequence[ClaimRow], path: Path) -> Path:
         ax.set_title(f"{mine[0].claim.title}", fontsize=7, wrap=True)
         ax.set_xlabel("model")
         ax.set_ylabel(mine[0].claim.statistic.replace("_", " "), fontsize=7)
+        if not any(r.interval.n for r in mine):
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
         ax.legend(fontsize=6)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
