@@ -133,3 +133,12 @@ def test_sharpness_figure_draws_the_error_bound_as_a_band(tmp_path):
 def test_a_bad_format_is_one_line(tiny_run, tmp_path, capsys):
     code, _, err = run_cli(["plot", str(tiny_run), "--out", str(tmp_path), "--format", "png,gif"], capsys)
     assert code == 2 and "--format" in err and "\n" not in err.strip()
+
+
+def test_only_the_formats_asked_are_written_and_named(tiny_vision_run, tmp_path, capsys):
+    code, out, err = run_cli(["plot", str(tiny_vision_run), "--out", str(tmp_path), "--format", "svg"], capsys)
+    assert code == 0, err
+    written = {line.split("wrote ", 1)[1].strip() for line in out.splitlines() if line.startswith("wrote ")}
+    on_disk = {str(p) for p in tmp_path.iterdir() if p.suffix != ".json"}
+    assert written == on_disk and all(p.endswith(".svg") for p in on_disk)
+    assert {"training", "opposing_pairs", *ALWAYS} <= {Path(p).stem for p in on_disk}

@@ -142,5 +142,6 @@ def write_group_grids(view, result, top: int, out_dir=None, formats=()) -> list[
             members = side_examples(result, pair, side)[:8]
             titles = [view.describe(i)[0] for i in members]
             rows.append((side_label(result, pair, side, view.key_label), view.images(members), titles))
-        written.append(str(example_grid(rows, out_dir / f"pair-{rank:02d}.png", formats)))
+        first = formats[0] if formats else "png"
+        written.append(str(example_grid(rows, out_dir / f"pair-{rank:02d}.{first}", formats)))
     return written

@@ -21,6 +21,7 @@ TensorBoard log (train.report_to=tensorboard)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace, console) -> int:
     written += write_group_grids(view, result, args.top, out_dir=out, formats=formats)
     report, trace, _ = compute_events(view, window=parse_steps(args.steps))
     drawn = draw_paper_figures(view, metrics, report, trace, result, matrix, keys, label, out, formats, args.top)
+    written = [Path(p).with_suffix(f".{fmt}") for p in written for fmt in formats]  # every format of each
     for item in drawn:
         console.print(f"[bold]{item.name}[/]: {item.summary}", highlight=False, soft_wrap=True)
         written += [p for p in item.paths if p.suffix != ".json"]
