@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from lmprobe.claims.rules import CLAIMS, NOT_MEASURED, UNMEASURED, Claim, values
+from lmprobe.claims.rules import CLAIMS, NOT_MEASURED, UNMEASURED, Claim
 from lmprobe.claims.stats import Interval, mean_interval
 
 
@@ -38,5 +38,3 @@ def evaluate(numbers: dict[str, Sequence[dict[str, Any]]], claims: Sequence[Clai
 def unmeasured_rows() -> list[dict[str, str]]:
     return [{"title": title, "verdict": NOT_MEASURED, "why": why} for title, why in UNMEASURED]
 
-
-__all__ = ["ClaimRow", "evaluate", "unmeasured_rows", "values"]

@@ -28,9 +28,8 @@ def measure_run(run_dir: Path) -> dict[str, Any]:
     numbers: dict[str, Any] = {}
     numbers.update(sharpness_numbers(metrics or []))
     numbers.update(spike_numbers(report))
-    pairs = [p for p in result.pairs]
-    numbers["n_pairs"] = len(pairs)
-    numbers["top_pair_corr"] = float(pairs[0].corr) if pairs else None
+    numbers["n_pairs"] = len(result.pairs)
+    numbers["top_pair_corr"] = float(result.pairs[0].corr) if result.pairs else None
     numbers["frac_rose_median"] = float(np.nanmedian(report.intervals.frac_rose)) if report.intervals.n_intervals else None
     complexity = result.complexity
     numbers["complexity_tau"] = None if complexity is None or complexity.tau is None else float(complexity.tau)
