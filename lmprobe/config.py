@@ -23,11 +23,15 @@ from lmprobe.errors import LmprobeError
 class OptimConfig:
     """Optimiser and learning-rate schedule.
 
-    name: "adamw", "sgd" (heavy-ball momentum) or "gd" (full-batch gradient descent on a fixed
-    subset of `gd_batches` batches, accumulated, as in the edge-of-stability experiments).
+    name: "adamw", "sgd" (heavy-ball momentum), "gd" (full-batch gradient descent on a fixed
+    subset of `gd_batches` batches, accumulated, as in the edge-of-stability experiments) or
+    "sign" (sign descent: each coordinate moves by lr in the direction of minus its gradient's sign;
+    with momentum, of the momentum's sign: signum).
+    full_batch: step on the fixed GD subset instead of mini-batches; null means only for "gd"
+    (so a full-batch Adam or sign descent is `full_batch: true`).
     """
 
-    name: str = field(default="adamw", metadata={"choices": ("adamw", "sgd", "gd")})
+    name: str = field(default="adamw", metadata={"choices": ("adamw", "sgd", "gd", "sign")})
     lr: float = 3e-3
     weight_decay: float = 0.0
     beta1: float = 0.9
@@ -40,6 +44,12 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     decay_embeddings: bool = False  # with weight_decay: also decay embeddings (biases and norms never are)
     gd_batches: int | None = None  # GD micro-batches; None: the whole training set (n_train / batch_size)
+    full_batch: bool | None = None  # None: true for "gd" only
+
+
+def is_full_batch(optim: OptimConfig) -> bool:
+    """Whether every step sees the same fixed GD subset (gd, or any optimizer with full_batch: true)."""
+    return optim.name == "gd" if optim.full_batch is None else bool(optim.full_batch)
 
 
 @dataclass

@@ -29,6 +29,7 @@ class ToyModelConfig:
     depth: int = 2  # mlp only: hidden layers
     activation: str = field(default="tanh", metadata={"choices": ("tanh", "relu")})  # mlp only
     init_scale: float = 1.0  # multiplies the initial weights (linear: N(0, 1/fan_in); mlp: PyTorch's default)
+    batch_norm: bool = False  # mlp only: BatchNorm1d before each hidden activation (GD sees the whole set as one batch)
 
 
 @dataclass

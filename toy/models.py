@@ -61,19 +61,23 @@ ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 class ToyMLP(ToyModule):
-    """`depth` hidden layers of `width` units (with biases and `activation`), then a linear output."""
+    """`depth` hidden layers of `width` units (with biases and `activation`), then a linear output;
+    with `batch_norm`, each hidden layer normalises its pre-activations over the batch (BatchNorm1d)."""
 
     model_type = "lmprobe-toy-mlp"
 
     def __init__(self, n_inputs: int, width: int = 32, depth: int = 2, activation: str = "tanh",
-                 init_scale: float = 1.0):
-        super().__init__(n_inputs=n_inputs, width=width, depth=depth, activation=activation, init_scale=init_scale)
+                 init_scale: float = 1.0, batch_norm: bool = False):
+        config = dict(n_inputs=n_inputs, width=width, depth=depth, activation=activation, init_scale=init_scale)
+        if batch_norm:  # only when on, so folders written before the option load unchanged
+            config["batch_norm"] = True
+        super().__init__(**config)
         if activation not in ACTIVATIONS:
             raise LmprobeError(f"unknown activation {activation!r}: use {', '.join(ACTIVATIONS)}")
         layers: list[nn.Module] = []
         d = n_inputs
         for _ in range(depth):
-            layers += [nn.Linear(d, width), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(d, width), *([nn.BatchNorm1d(width)] if batch_norm else []), ACTIVATIONS[activation]()]
             d = width
         layers.append(nn.Linear(d, 1))
         self.net = nn.Sequential(*layers)
@@ -89,13 +93,17 @@ class ToyMLP(ToyModule):
 MODEL_TYPES = {cls.model_type: cls for cls in (TwoLayerLinear, ToyMLP)}
 
 
-def build_model(arch: str, n_inputs: int, width: int, depth: int, activation: str, init_scale: float) -> ToyModule:
+def build_model(arch: str, n_inputs: int, width: int, depth: int, activation: str, init_scale: float,
+                batch_norm: bool = False) -> ToyModule:
     """A fresh model (seed torch first for a reproducible init)."""
     if width < 1 or depth < 1:
         raise LmprobeError(f"model.width and model.depth must be at least 1 (got {width}, {depth})")
     if arch == "linear":
+        if batch_norm:
+            raise LmprobeError("model.batch_norm is for arch: mlp (the linear network has no hidden "
+                               "nonlinearity to normalise before); set model.arch: mlp or batch_norm: false")
         return TwoLayerLinear(n_inputs, width, init_scale)
-    return ToyMLP(n_inputs, width, depth, activation, init_scale)
+    return ToyMLP(n_inputs, width, depth, activation, init_scale, batch_norm)
 
 
 def load_model(folder: str | os.PathLike) -> ToyModule:

@@ -31,7 +31,7 @@ class ToyTask:
         from toy.models import build_model
 
         m = self.cfg.model
-        return build_model(m.arch, self.data.n_inputs, m.width, m.depth, m.activation, m.init_scale)
+        return build_model(m.arch, self.data.n_inputs, m.width, m.depth, m.activation, m.init_scale, m.batch_norm)
 
     def load_model(self, folder: Path) -> nn.Module:
         from toy.models import load_model

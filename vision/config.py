@@ -9,7 +9,7 @@ from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfi
 ARCH_CHOICES = ("resnet18", "vgg11", "vgg11_bn", "vit", "mlp", "cnn")
 
 
-MODEL_OPTIONS = ("width", "depth", "activation", "n_layer", "n_head", "patch_size")
+MODEL_OPTIONS = ("width", "depth", "activation", "n_layer", "n_head", "patch_size", "batch_norm")
 
 
 @dataclass
@@ -23,6 +23,7 @@ class VisionModelConfig:
     n_layer: int | None = None  # vit: transformer layers
     n_head: int | None = None  # vit: attention heads (divides width)
     patch_size: int | None = None  # vit: patch side in pixels (4 for 32x32 inputs)
+    batch_norm: bool | None = None  # cnn: BatchNorm2d after each conv (vgg11_bn and resnet18 always have it)
     init_from: str | None = None  # a saved model folder to start from
 
 

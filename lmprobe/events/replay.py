@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from lmprobe.config import is_full_batch
 from lmprobe.errors import LmprobeError
 
 VANISH = 0.25  # other-batches spike at most this fraction of the reproduced one: the data did it
@@ -100,7 +101,7 @@ class Stepper:
         self.optimizer.load_state_dict(state["optimizer"])
         self._rng = state["rng"][0]["torch_manual_seed"]  # the CPU generator (dropout) of process 0
         self.step = checkpoint_step
-        self.full_batch = self.cfg.optim.name == "gd"
+        self.full_batch = is_full_batch(self.cfg.optim)
         if self.full_batch:
             raise LmprobeError("this run trains by full-batch GD: every step sees every example, so there are no"
                                " spike batches to leave out; replay needs a mini-batch run (optim sgd or adamw)")

@@ -22,7 +22,7 @@ from accelerate.utils import DistributedType, broadcast_object_list, gather_obje
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfig
+from lmprobe.config import OptimConfig, SharpnessConfig, TraceConfig, TrainConfig, is_full_batch
 from lmprobe.errors import LmprobeError, first_line
 from lmprobe.trace import TraceWriter
 from lmprobe.train.checkpoint import (
@@ -57,7 +57,7 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress and accelerator.is_main_process
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
-        self.full_batch = cfg.optim.name == "gd"
+        self.full_batch = is_full_batch(cfg.optim)
         self.n_micro = full_batch_micro(task.n_train(), cfg) if self.full_batch else cfg.train.grad_accum
         world = accelerator.num_processes
         if cfg.train.batch_size % world:
@@ -366,6 +366,9 @@ class Trainer:
         self.acc.wait_for_everyone()
         if not self.acc.is_main_process:
             return None
+        self.metrics.sync()  # the logs up to this step are durable before the checkpoint that resumes from it
+        if self.trace_writer is not None:
+            self.trace_writer.sync()
         lr = learning_rate(max(step - 1, 0), self.cfg.optim, self.cfg.train)
         return commit_checkpoint(self.run_dir, step, keep=self.cfg.train.keep_checkpoints,
                                  info={"domain": self.task.domain, "optimizer": self.cfg.optim.name, "lr": lr})

@@ -22,8 +22,12 @@ class MetricsLog:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with open(self.path, "a") as f:
             f.write(json.dumps(clean) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+
+    def sync(self) -> None:
+        """Make every record so far durable (before a checkpoint is committed; see TraceWriter.sync)."""
+        if self.path.exists():
+            with open(self.path, "rb") as f:
+                os.fsync(f.fileno())
 
     def last(self) -> dict[str, Any] | None:
         """The last well-formed record (None for an empty or missing log)."""

@@ -26,8 +26,42 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_embeddings: bo
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+class SignDescent(torch.optim.Optimizer):
+    """Sign descent: p <- p - lr * sign(g) (with momentum beta: of the sign of m = beta m + (1 - beta) g,
+    "signum"); decoupled weight decay as in AdamW. Every coordinate moves by exactly lr, whatever the
+    curvature, so no sharpness makes it diverge: the optimizer the paper's argument says swings least
+    along a sharp direction's large gradient."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, beta, decay = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                direction = p.grad
+                if beta:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = p.grad.detach().clone()
+                    else:
+                        state["momentum_buffer"].mul_(beta).add_(p.grad, alpha=1 - beta)
+                    direction = state["momentum_buffer"]
+                if decay:
+                    p.mul_(1 - lr * decay)
+                p.add_(torch.sign(direction), alpha=-lr)
+        return loss
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW, or SGD with heavy-ball momentum (also used for full-batch GD), with no-decay groups."""
+    """AdamW, sign descent, or SGD with heavy-ball momentum (also used for full-batch GD), with no-decay groups."""
     if cfg.weight_decay:
         groups = parameter_groups(model, cfg.weight_decay, bool(cfg.decay_embeddings))
         groups = [g for g in groups if g["params"]]
@@ -38,6 +72,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         return torch.optim.AdamW(
             groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True,
         )
+    if cfg.name == "sign":
+        return SignDescent(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
 
 
