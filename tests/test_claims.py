@@ -27,10 +27,12 @@ def launches(run: Path) -> int:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
+    import lmprobe.claims.optimizers as optimizers
     import lmprobe.claims.studies as studies
 
     patch = pytest.MonkeyPatch()
     patch.setattr(studies, "MODELS", (TINY,))
+    patch.setattr(optimizers, "STUDY_MODELS", ())  # the optimizer study has its own tests
     out = tmp_path_factory.mktemp("claims")
     yield out
     patch.undo()
@@ -89,7 +91,7 @@ def test_only_filters_and_a_bad_name_is_one_line(study, capsys):
     assert {r["claim"] for r in data["claims"]} == {"pairs"}
     code = cli_main(["claims", "--quick", "--out", str(study), "--only", "nosuch"])
     err = capsys.readouterr().err
-    assert code == 2 and "not a model or claim" in err and "\n" not in err.strip()
+    assert code == 2 and "not a model, claim or study" in err and "\n" not in err.strip()
 
 
 def test_the_t_interval_matches_scipy():

@@ -82,3 +82,71 @@ def figure(rows: Sequence[ClaimRow], path: Path) -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------- the optimizer study
+
+STUDY_FIGURE = "optimizers.png"
+DAMPING_COLOURS = {"yes": "green", "partly": "orange", "no": "red"}
+
+
+def render_study(rows, console, title: str) -> None:
+    from rich.table import Table
+
+    from lmprobe.claims.optimizers import COLUMNS
+
+    table = Table(title=f"{title}\nmean [95% interval] over seeds", show_lines=False)
+    table.add_column("model", style="bold", overflow="fold")
+    table.add_column("optimizer", overflow="fold")
+    for _, header in COLUMNS:
+        table.add_column(header, overflow="fold")
+    table.add_column("damps the swings?", overflow="fold")
+    for row in rows:
+        damps = "" if row.damps is None else f"[{DAMPING_COLOURS.get(row.damps, 'dim')}]{row.damps}[/]"
+        table.add_row(row.model, row.variant, *(row.intervals[key].text() for key, _ in COLUMNS), damps)
+    console.print(table)
+
+
+def study_markdown(rows, header: str) -> str:
+    from lmprobe.claims.optimizers import COLUMNS
+
+    lines = [header, "", "| model | optimizer | " + " | ".join(h for _, h in COLUMNS) + " | damps the swings? |",
+             "|---|---|" + "---|" * len(COLUMNS) + "---|"]
+    for row in rows:
+        cells = " | ".join(row.intervals[key].text() for key, _ in COLUMNS)
+        lines.append(f"| {row.model} | {row.variant} | {cells} | {'**' + row.damps + '**' if row.damps else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def study_figure(rows, path: Path) -> Path:
+    """One row of panels per model, one panel per column: each optimizer's seeds and mean with its 95% interval."""
+    from lmprobe.claims.optimizers import COLUMNS
+    from lmprobe.report.figures import _pyplot
+
+    plt = _pyplot()
+    models = list(dict.fromkeys(r.model for r in rows))
+    fig, axes = plt.subplots(len(models), len(COLUMNS), figsize=(3.3 * len(COLUMNS), 3.0 * len(models)),
+                             squeeze=False)
+    for i, model in enumerate(models):
+        mine = [r for r in rows if r.model == model]
+        for j, (key, header) in enumerate(COLUMNS):
+            ax = axes[i, j]
+            for x, row in enumerate(mine):
+                seeds = [v for v in row.per_seed[key] if v is not None]
+                ax.scatter([x] * len(seeds), seeds, s=12, color="grey", zorder=3)
+                interval = row.intervals[key]
+                if interval.n:
+                    err = [[interval.mean - interval.low], [interval.high - interval.mean]] if interval.n > 1 else None
+                    ax.errorbar([x], [interval.mean], yerr=err, fmt="o", capsize=3,
+                                color=DAMPING_COLOURS.get(row.damps, "black") if key == "swing_ratio" else "black")
+            if key == "threshold_ratio" or key == "swing_ratio":
+                ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+            if key in ("final_loss", "swing"):
+                ax.set_yscale("log")
+            ax.set_xticks(range(len(mine)), [r.variant for r in mine], rotation=40, fontsize=7, ha="right")
+            ax.set_title(f"{model}: {header}", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

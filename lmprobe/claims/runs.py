@@ -27,6 +27,7 @@ class RunSpec:
     config: str  # a YAML config, relative to the repository root or absolute
     overrides: tuple[str, ...] = field(default=())
     seed: int = 0
+    may_fail: bool = False  # a failed run (e.g. diverged) is a result of the study, not an error
 
     @property
     def key(self) -> str:
@@ -69,14 +70,15 @@ def can_resume(run_dir: Path) -> bool:
     return run_dir.is_dir() and latest_checkpoint(run_dir) is not None
 
 
-def ensure_runs(specs: Sequence[RunSpec], out_dir: Path, progress: bool = True) -> dict[str, Path]:
+def ensure_runs(specs: Sequence[RunSpec], out_dir: Path, progress: bool = True) -> dict[str, Path | None]:
     """Every spec's finished run directory, training (or resuming) those that are not finished;
-    each launch's output goes to OUT/<key>.log."""
+    each launch's output goes to OUT/<key>.log. A spec that `may_fail` and failed maps to None (it
+    is tried again by the next claims run)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    done: dict[str, Path] = {}
+    done: dict[str, Path | None] = {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   disable=not progress, transient=False) as bar:
@@ -91,7 +93,9 @@ def ensure_runs(specs: Sequence[RunSpec], out_dir: Path, progress: bool = True) 
                     code = subprocess.run(spec.command(out_dir, resume), stdout=handle, stderr=subprocess.STDOUT,
                                           cwd=ROOT, env=env).returncode
                 if code != 0 or not is_finished(run_dir):
-                    raise LmprobeError(f"the run {spec.key} failed (exit {code}): see {log}")
+                    if not spec.may_fail:
+                        raise LmprobeError(f"the run {spec.key} failed (exit {code}): see {log}")
+                    run_dir = None
             done[spec.key] = run_dir
             bar.advance(task)
         bar.update(task, description="claims: runs")

@@ -314,7 +314,7 @@ def one_vs_rest_candidates(rest: RestBlocks | None, group_sizes: np.ndarray) -> 
     return groups[ok].astype(np.int64), blocks[ok].astype(np.int64)
 
 
-def _raw_scores(changes_a: np.ndarray, changes_b: np.ndarray, trends: np.ndarray) -> np.ndarray:
+def pair_scores(changes_a: np.ndarray, changes_b: np.ndarray, trends: np.ndarray) -> np.ndarray:
     """Score sqrt(-cov) of each column pair, detrended on its own trend (loss units)."""
     raw_a = regress_out_each(changes_a, trends)
     raw_b = regress_out_each(changes_b, trends)
@@ -364,7 +364,7 @@ def _one_vs_rest_pairs(changes, total_change, n_total, sizes, group_keys, key_na
                 pa = np.repeat(changes[:, ga, None], parts.size, axis=1)
                 part_trends = trend_without(total_change, n_total, [pa, changes[:, parts]],
                                             [np.full(parts.size, sizes[ga]), sizes[parts]])
-                part_scores = _raw_scores(pa, changes[:, parts], part_trends)
+                part_scores = pair_scores(pa, changes[:, parts], part_trends)
                 parts_strength = float(max(pair_strength(sc, sizes[ga], sizes[b])
                                            for sc, b in zip(part_scores, parts)))
             key_rest = list(int(v) for v in group_keys[ga])
