@@ -47,7 +47,8 @@ def claims(out: Path, capsys, *more: str):
 
 def test_every_claim_gets_every_column_and_the_interval_of_its_seeds(study, capsys):
     out, data = claims(study, capsys)
-    assert {r["claim"] for r in data["claims"]} == {c.name for c in rules.CLAIMS}
+    # every claim, but the SGD one only where some seed trained by mini-batch SGD (not this GD toy)
+    assert {r["claim"] for r in data["claims"]} == {c.name for c in rules.CLAIMS if not c.where_measured}
     for row in data["claims"]:
         assert set(row) >= {"claim", "title", "model", "statistic", "per_seed", "mean", "low", "high", "n", "rule",
                             "verdict"}
@@ -124,7 +125,59 @@ def verdict(name, planted):
     ("top1", seeds(top1_share_at_spikes=[0.3, 0.2, 0.25]), seeds(top1_share_at_spikes=[0.01, 0.02, 0.01])),
     ("complexity", seeds(complexity_tau=[0.8, 0.7, 0.9], complexity_p=[0.01, 0.02, 0.03]),
      seeds(complexity_tau=[-0.5, -0.2, -0.4], complexity_p=[0.2, 0.5, 0.3])),
+    ("blocks", seeds(sharpest_block_depth=[0.0, 0.25, 0.0]), seeds(sharpest_block_depth=[1.0, 0.75, 1.0])),
+    ("sgd", seeds(sgd_variance_share=[0.7, 0.6, 0.8], sgd_example_share=[0.1, 0.1, 0.1]),
+     seeds(sgd_variance_share=[0.1, 0.12, 0.1], sgd_example_share=[0.1, 0.1, 0.1])),
 ])
 def test_each_rule_flips_with_its_input(name, holds, fails):
     assert verdict(name, holds) == rules.HOLDS
     assert verdict(name, fails) == rules.FAILS
+
+
+def test_a_where_measured_claim_has_a_row_only_for_models_that_measure_it():
+    from lmprobe.claims.evaluate import evaluate
+
+    sgd = next(c for c in rules.CLAIMS if c.name == "sgd")
+    numbers = {"gd-model": [{"sgd_variance_share": None}] * 2,
+               "sgd-model": [{"sgd_variance_share": 0.6, "sgd_example_share": 0.1},
+                             {"sgd_variance_share": 0.7, "sgd_example_share": 0.1}]}
+    rows = evaluate(numbers, [sgd])
+    assert [r.model for r in rows] == ["sgd-model"] and rows[0].verdict == rules.HOLDS
+
+
+def test_variance_share_of_a_partition_sums_to_one_and_finds_the_movers():
+    import numpy as np
+
+    from lmprobe.claims.measure import variance_share
+
+    rng = np.random.default_rng(0)
+    losses = 1.0 + rng.normal(0, 0.001, (50, 100)).cumsum(axis=0)
+    losses[:, :10] += 0.5 * (-1.0) ** np.arange(50)[:, None]  # ten examples swing the mean loss
+    movers, share_of_examples = variance_share(losses, np.arange(10))
+    rest, _ = variance_share(losses, np.arange(10, 100))
+    assert movers + rest == pytest.approx(1.0)
+    assert movers > 0.95 and share_of_examples == pytest.approx(0.1)
+
+
+def test_depth_blocks_split_every_model_from_input_to_output():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmprobe.claims.blocks import depth_blocks
+    from toy.models import build_model as toy_model
+    from vision.models import build_model as vision_model
+
+    gpt = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=8, n_head=2, vocab_size=50, n_positions=16))
+    assert depth_blocks(gpt) == ["transformer.wte", "transformer.wpe", "transformer.h.0", "transformer.h.1",
+                                 "transformer.ln_f"]
+    assert depth_blocks(toy_model("mlp", 3, 4, 2, "tanh", 1.0)) == ["net.0", "net.2", "net.4"]
+    assert depth_blocks(vision_model("cnn", 10, width=4)) == ["net.0", "net.3", "net.7"]
+
+
+def test_block_sharpness_is_measured_once_and_read_back(study, capsys):
+    from lmprobe.claims.blocks import CACHE, block_sharpness
+
+    run = study / "tiny-toy-seed0"
+    first = json.loads((run / CACHE).read_text())  # written by the claims runs above
+    assert first["blocks"] == ["hidden", "out"] and len(first["sharpness"]) == 2
+    assert first["sharpest_depth"] == first["blocks"].index(first["sharpest"])  # two blocks: depth 0 or 1
+    assert block_sharpness(run) == first

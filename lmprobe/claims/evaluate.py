@@ -30,6 +30,8 @@ def evaluate(numbers: dict[str, Sequence[dict[str, Any]]], claims: Sequence[Clai
     for claim in claims:
         for model, seeds in numbers.items():
             per_seed = [None if s.get(claim.statistic) is None else float(s[claim.statistic]) for s in seeds]
+            if claim.where_measured and all(v is None for v in per_seed):
+                continue
             interval = mean_interval(per_seed)
             rows.append(ClaimRow(claim, model, per_seed, interval, claim.verdict(seeds, interval)))
     return rows

@@ -34,7 +34,54 @@ def measure_run(run_dir: Path) -> dict[str, Any]:
     complexity = result.complexity
     numbers["complexity_tau"] = None if complexity is None or complexity.tau is None else float(complexity.tau)
     numbers["complexity_p"] = None if complexity is None or complexity.p_value is None else float(complexity.p_value)
+    numbers.update(sgd_numbers(run_dir, matrix.losses, result, keys))
+    numbers.update(block_numbers(run_dir))
     return numbers
+
+
+def block_numbers(run_dir: Path) -> dict[str, Any]:
+    from lmprobe.claims.blocks import block_sharpness
+
+    blocks = block_sharpness(run_dir)
+    return {"sharpest_block_depth": blocks["sharpest_depth"], "sharpest_block": blocks["sharpest"],
+            "block_sharpness": dict(zip(blocks["blocks"], blocks["sharpness"]))}
+
+
+def sgd_numbers(run_dir: Path, losses, result, keys, top: int = 3) -> dict[str, Any]:
+    """Under mini-batch SGD: the share of the variance of the probe's mean loss change carried by
+    the examples of the top `top` opposing pairs' groups, and their share of the examples."""
+    import yaml
+
+    from lmprobe.config import OptimConfig, from_dict, is_full_batch
+    from lmprobe.mining.mine import rest_members
+
+    optim = from_dict(OptimConfig, yaml.safe_load((run_dir / "config.yaml").read_text())["optim"], "optim.")
+    out: dict[str, Any] = {"sgd_variance_share": None, "sgd_example_share": None}
+    if is_full_batch(optim) or optim.name != "sgd" or not result.pairs:
+        return out
+    members = []
+    for pair in result.pairs[:top]:
+        members.append(result.groups[pair.group_a].members)
+        members.append(rest_members(result, pair, keys) if pair.is_one_vs_rest else result.groups[pair.group_b].members)
+    chosen = np.unique(np.concatenate(members))
+    share, example_share = variance_share(np.asarray(losses, dtype=np.float64), chosen)
+    out.update(sgd_variance_share=share, sgd_example_share=example_share)
+    return out
+
+
+def variance_share(losses: np.ndarray, members: np.ndarray) -> tuple[float | None, float]:
+    """cov(X, D) / var(D), D the mean loss change per probe interval and X the part of it carried by
+    `members` (their summed change / n): the members' shares of var(D) over a partition sum to 1."""
+    finite = np.isfinite(losses).all(axis=0)
+    changes = np.diff(losses[:, finite], axis=0)
+    inside = np.zeros(losses.shape[1], dtype=bool)
+    inside[members] = True
+    inside = inside[finite]
+    total = changes.mean(axis=1)
+    part = changes[:, inside].sum(axis=1) / changes.shape[1]
+    variance = float(np.var(total))
+    share = float(np.mean((part - part.mean()) * (total - total.mean())) / variance) if variance > 0 else None
+    return share, float(inside.mean())
 
 
 def sharpness_numbers(metrics) -> dict[str, Any]:

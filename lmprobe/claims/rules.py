@@ -23,6 +23,7 @@ class Claim:
     unit: str  # what the number is
     rule: str  # the verdict rule, in words (the function below implements exactly this)
     verdict: Callable[[Seeds, Interval], str]
+    where_measured: bool = False  # a row only for models where some seed has the statistic (e.g. SGD runs)
 
 
 def values(seeds: Seeds, key: str) -> list[float]:
@@ -82,6 +83,21 @@ def complexity_verdict(seeds: Seeds, summary: Interval) -> str:
     return PARTLY if summary.mean > 0 else FAILS
 
 
+def depth_verdict(seeds: Seeds, summary: Interval) -> str:
+    if summary.n == 0:
+        return NOT_MEASURED
+    return HOLDS if summary.mean <= 1 / 3 else PARTLY if summary.mean <= 0.5 else FAILS
+
+
+def dominate_verdict(seeds: Seeds, summary: Interval) -> str:
+    if summary.n == 0:
+        return NOT_MEASURED
+    if summary.mean >= 0.5:
+        return HOLDS
+    examples = values(seeds, "sgd_example_share")
+    return PARTLY if examples and summary.mean > 2 * statistics.mean(examples) else FAILS
+
+
 CLAIMS = (
     Claim("sharpness", "sharpness rises to 2/lr and hovers there", "median_ratio_after_crossing",
           "median sharpness / threshold from the first crossing on",
@@ -111,14 +127,19 @@ CLAIMS = (
           "Kendall tau of the complexity index over windows (lmprobe mine)",
           "holds: mean tau > 0 and the median p < 0.05; partly: mean tau > 0; does not hold: tau <= 0",
           complexity_verdict),
+    Claim("blocks", "sharpness concentrates in the embeddings / early layers", "sharpest_block_depth",
+          "relative depth (0: first block, 1: last) of the block whose restricted Hessian has the largest "
+          "top eigenvalue, at the last checkpoint",
+          "holds: mean depth <= 1/3; partly: <= 1/2; does not hold: deeper", depth_verdict),
+    Claim("sgd", "outliers dominate SGD dynamics", "sgd_variance_share",
+          "share of the variance of the probe's mean loss change carried by the top 3 opposing pairs' "
+          "groups (mini-batch SGD runs only)",
+          "holds: mean share >= 0.5; partly: above twice those groups' share of the examples; "
+          "does not hold: otherwise", dominate_verdict, where_measured=True),
 )
 
 # Claims of the paper this command does not measure yet, with the reason (shown as "not measured").
-UNMEASURED = (
-    ("sharpness concentrated in the embeddings / early layers", "per-block top eigenvalues are not part of the claims runs yet"),
-    ("outliers dominate SGD dynamics", "no SGD config is in the claims set yet"),
-    ("the same in ViT, VGG-11 and ResNet-18", "no CPU-scale ViT / VGG-11 / ResNet-18 config is shipped yet"),
-)
+UNMEASURED: tuple[tuple[str, str], ...] = ()
 
 
 def rules_text() -> str:
