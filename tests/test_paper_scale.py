@@ -23,11 +23,12 @@ def launches(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "launches.jsonl").read_text().splitlines()]
 
 
-def test_paper_config_trains_the_124m_model_through_the_token_store(tiny_corpus, tmp_path, one_thread):
-    """Two real AdamW steps of GPT-2 small (batch 1 x 64 tokens) on a local corpus, memory-mapped."""
+def test_paper_config_trains_the_124m_model_through_the_token_store(tiny_corpus, tmp_path):
+    """A real AdamW step of GPT-2 small (batch 1 x 64 tokens) on a local corpus, memory-mapped (on
+    every core: at 124M parameters the threads pay for themselves)."""
     argv = ["--config", str(PAPER_CONFIG), "--name", "paper", "--no-progress", f"out_dir={tmp_path}",
             f"data.source={tiny_corpus}", f"data.cache_dir={tmp_path / 'cache'}", "data.block_size=64",
-            "data.num_proc=1", "train.batch_size=1", "train.grad_accum=1", "train.steps=2", "train.log_every=1",
+            "data.num_proc=1", "train.batch_size=1", "train.grad_accum=1", "train.steps=1", "train.log_every=1",
             "train.eval_batches=1", "train.compile=false",  # compiling 124M on a CPU takes minutes
             "trace.n_sequences=2", "trace.batch_size=2", "trace.every=1", "sharpness.every=0",
             "optim.warmup_steps=1"]
@@ -40,16 +41,16 @@ def test_paper_config_trains_the_124m_model_through_the_token_store(tiny_corpus,
     assert config["data"]["storage"] == "mmap" and config["train"]["precision"] == "bf16"
     from safetensors import safe_open
 
-    with safe_open(str(run / "checkpoints" / "step-000002" / "model.safetensors"), "pt") as f:
+    with safe_open(str(run / "checkpoints" / "step-000001" / "model.safetensors"), "pt") as f:
         n_params = sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys())
     assert n_params - 64 * 768 == 123_653_376  # GPT-2 small (tied head stored once) with 64 positions
 
     metrics = read_metrics(run / "metrics.jsonl")
-    assert [m["step"] for m in metrics] == [1, 2]
+    assert [m["step"] for m in metrics] == [1]
     assert all(np.isfinite(m["loss"]) and m["tokens_per_s"] > 0 and m["peak_memory_mb"] > 100 for m in metrics)
     assert metrics[0]["loss"] == pytest.approx(np.log(50257), rel=0.1)  # an untrained 50,257-way guess
     assert "mfu" not in metrics[0]  # a CPU has no known peak
-    assert read_trace(run).steps.tolist() == [0, 1, 2]
+    assert read_trace(run).steps.tolist() == [0, 1]
     line = launches(run)[-1]
     assert line["mixed_precision"] == "bf16" and line["precision_from"] == "config"
     assert line["attn_implementation"] == "sdpa" and line["compile"] is False and line["peak_flops"] is None
