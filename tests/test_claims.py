@@ -181,3 +181,17 @@ def test_block_sharpness_is_measured_once_and_read_back(study, capsys):
     assert first["blocks"] == ["hidden", "out"] and len(first["sharpness"]) == 2
     assert first["sharpest_depth"] == first["blocks"].index(first["sharpest"])  # two blocks: depth 0 or 1
     assert block_sharpness(run) == first
+
+
+def test_the_grid_puts_each_claims_verdict_and_mean_under_its_model():
+    from lmprobe.claims.evaluate import evaluate
+    from lmprobe.claims.report import grid
+
+    half = next(c for c in rules.CLAIMS if c.name == "half")
+    sgd = next(c for c in rules.CLAIMS if c.name == "sgd")
+    numbers = {"a": [{"frac_rose_median": 0.4}, {"frac_rose_median": 0.5}],
+               "b": [{"frac_rose_median": 0.1, "sgd_variance_share": 0.7}, {"frac_rose_median": 0.1, "sgd_variance_share": 0.6}]}
+    lines = grid(evaluate(numbers, [half, sgd]))
+    assert lines[0] == "| claim | a | b |"
+    assert lines[2] == f"| {half.title} | holds (0.45) | does not hold (0.1) |"
+    assert lines[3] == f"| {sgd.title} |  | holds (0.65) |"  # not measured on a: an empty cell

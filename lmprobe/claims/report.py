@@ -34,8 +34,25 @@ def seeds_text(row: ClaimRow) -> str:
     return f"{row.interval.n}" + (f" (+{row.interval.missing} without)" if row.interval.missing else "")
 
 
+def grid(rows: Sequence[ClaimRow]) -> list[str]:
+    """The verdicts at a glance: one row per claim, one column per model, "verdict (mean)" in each
+    cell; '' where a claim is not measured on a model (e.g. the SGD claim on GD runs)."""
+    models = list(dict.fromkeys(r.model for r in rows))
+    claims = list(dict.fromkeys(r.claim.name for r in rows))
+    cell = {(r.claim.name, r.model): r for r in rows}
+    lines = ["| claim | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for name in claims:
+        title = next(r.claim.title for r in rows if r.claim.name == name)
+        cells = []
+        for model in models:
+            row = cell.get((name, model))
+            cells.append("" if row is None else row.verdict + ("" if not row.interval.n else f" ({row.interval.mean:.2g})"))
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(rows: Sequence[ClaimRow], unmeasured: Sequence[dict[str, str]], header: str) -> str:
-    lines = [header, "", "| claim | model | statistic | mean [95% CI] | seeds | rule | verdict |",
+    lines = [header, "", *grid(rows), "", "| claim | model | statistic | mean [95% CI] | seeds | rule | verdict |",
              "|---|---|---|---|---:|---|---|"]
     for row in rows:
         lines.append(f"| {row.claim.title} | {row.model} | {row.claim.unit} | {row.interval.text()} | "
