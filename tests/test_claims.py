@@ -195,3 +195,13 @@ def test_the_grid_puts_each_claims_verdict_and_mean_under_its_model():
     assert lines[0] == "| claim | a | b |"
     assert lines[2] == f"| {half.title} | holds (0.45) | does not hold (0.1) |"
     assert lines[3] == f"| {sgd.title} |  | holds (0.65) |"  # not measured on a: an empty cell
+
+
+def test_under_sgd_the_sharpness_claim_reads_the_batch_sharpness():
+    from lmprobe.claims.measure import sharpness_numbers
+
+    gd = [{"step": s, "sharpness": v, "sharpness_threshold": 10.0} for s, v in ((10, 5.0), (20, 11.0), (30, 9.0))]
+    assert sharpness_numbers(gd)["median_ratio_after_crossing"] == pytest.approx(1.0)
+    sgd = [dict(r, batch_sharpness=2 * r["sharpness"]) for r in gd]  # the step's mini-batch is sharper
+    found = sharpness_numbers(sgd)
+    assert found["batch_sharpness"] and found["median_ratio_after_crossing"] == pytest.approx(1.8)  # 20, 22, 18 / 10 from step 10

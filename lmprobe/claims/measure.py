@@ -85,15 +85,25 @@ def variance_share(losses: np.ndarray, members: np.ndarray) -> tuple[float | Non
 
 
 def sharpness_numbers(metrics) -> dict[str, Any]:
-    """Whether sharpness / threshold reached 1, and its median from the first crossing on."""
+    """Whether sharpness / threshold reached 1, and its median from the first crossing on. Under
+    mini-batch SGD the sharpness is the batch sharpness (of the step's own mini-batch, which sits at
+    2/lr there while the full-batch sharpness stays below); otherwise the series `lmprobe events`
+    reads (GD: sharpness vs 2/lr; Adam: preconditioned sharpness vs 38/lr)."""
     from lmprobe.events.series import stability_series
 
-    found = stability_series(list(metrics))
-    if found is None:
-        return {"sharpness_logged": False, "crossed": None, "median_ratio_after_crossing": None, "max_ratio": None}
-    ratio = found[3] / found[4]
+    metrics = list(metrics)
+    batch = [(r["step"], r["batch_sharpness"], r["sharpness_threshold"]) for r in metrics
+             if isinstance(r.get("batch_sharpness"), (int, float)) and isinstance(r.get("sharpness_threshold"), (int, float))]
+    if batch:
+        ratio = np.array([value / threshold for _, value, threshold in sorted(batch)])
+    else:
+        found = stability_series(metrics)
+        if found is None:
+            return {"sharpness_logged": False, "crossed": None, "median_ratio_after_crossing": None, "max_ratio": None}
+        ratio = found[3] / found[4]
     above = np.flatnonzero(ratio >= 1.0)
     return {"sharpness_logged": True, "crossed": bool(above.size), "max_ratio": float(np.max(ratio)),
+            "batch_sharpness": bool(batch),
             "median_ratio_after_crossing": float(np.median(ratio[above[0]:])) if above.size else None}
 
 

@@ -100,7 +100,7 @@ def dominate_verdict(seeds: Seeds, summary: Interval) -> str:
 
 CLAIMS = (
     Claim("sharpness", "sharpness rises to 2/lr and hovers there", "median_ratio_after_crossing",
-          "median sharpness / threshold from the first crossing on",
+          "median sharpness / threshold from the first crossing on (mini-batch SGD: the batch sharpness)",
           "holds: every seed reaches the threshold and the mean median ratio is in [0.8, 1.25]; partly: "
           "some seed reaches it; does not hold: none does", sharpness_verdict),
     Claim("follow", "loss spikes follow the instabilities of the edge of stability", "share_aligned",
