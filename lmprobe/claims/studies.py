@@ -29,9 +29,9 @@ MODELS = (
           "configs/vision/cifar-cnn-gd-eos.yaml", quick=False, uses_cifar=True),
     Model("vit", "2-layer ViT (width 32, patch 8) on 500 CIFAR-10 images, squared loss, GD", "cli/train_vision.py",
           "configs/vision/vit-cpu-gd.yaml", quick=False, uses_cifar=True),
-    Model("vgg11-sgd", "VGG-11 at width 8 on 1,000 CIFAR-10 images, mini-batch SGD", "cli/train_vision.py",
+    Model("vgg11-sgd", "VGG-11 at width 4 on 1,000 CIFAR-10 images, mini-batch SGD", "cli/train_vision.py",
           "configs/vision/vgg11-cpu-sgd.yaml", quick=False, uses_cifar=True),
-    Model("resnet18", "ResNet-18 at width 8 on 500 CIFAR-10 images, GD", "cli/train_vision.py",
+    Model("resnet18", "ResNet-18 at width 8 on 100 CIFAR-10 images, GD", "cli/train_vision.py",
           "configs/vision/resnet18-cpu-gd.yaml", quick=False, uses_cifar=True),
 )
 
