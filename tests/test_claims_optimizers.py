@@ -139,4 +139,5 @@ def test_a_diverged_run_is_a_result_not_a_crash(study):
     out, data = study
     assert data["diverged"] == ["tiny-poly/sgd seed 0", "tiny-poly/sgd seed 1"]
     assert all(r["diverged"] for r in data["runs"]["tiny-poly/sgd"])
-    assert "| tiny-poly | sgd | - |" in (out / "optimizers.md").read_text()
+    written = (out / "optimizers.md").read_text()
+    assert "| tiny-poly | sgd | - |" in written and "Diverged" in written and "tiny-poly/sgd seed 1" in written

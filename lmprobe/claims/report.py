@@ -124,7 +124,7 @@ def render_study(rows, console, title: str) -> None:
     console.print(table)
 
 
-def study_markdown(rows, header: str) -> str:
+def study_markdown(rows, header: str, diverged: Sequence[str] = ()) -> str:
     from lmprobe.claims.optimizers import COLUMNS
 
     lines = [header, "", "| model | optimizer | " + " | ".join(h for _, h in COLUMNS) + " | damps the swings? |",
@@ -132,6 +132,8 @@ def study_markdown(rows, header: str) -> str:
     for row in rows:
         cells = " | ".join(row.intervals[key].text() for key, _ in COLUMNS)
         lines.append(f"| {row.model} | {row.variant} | {cells} | {'**' + row.damps + '**' if row.damps else ''} |")
+    if diverged:
+        lines += ["", f"Diverged (the training loss became non-finite; no numbers): {', '.join(diverged)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -158,6 +158,6 @@ def report_study(args, console, study_models, specs, run_dirs, data) -> list[Pat
                           "reference_pairs": {f"{m}/seed{s}": None if p is None else p[2] for (m, s), p in pairs.items()},
                           "runs": {f"{m}/{v}": seeds for (m, v), seeds in numbers.items()},
                           "rows": [r.to_dict() for r in rows], "diverged": diverged}
-    (out / "optimizers.md").write_text(study_markdown(rows, f"# {title}"))
+    (out / "optimizers.md").write_text(study_markdown(rows, f"# {title}", diverged))
     study_figure(rows, out / STUDY_FIGURE)
     return [out / "optimizers.md", out / STUDY_FIGURE]
